@@ -1,0 +1,34 @@
+# make reproduce  : set up, run every notebook on the embedded synthetic data, build the book
+# make test       : set up, lint, run the tests (what CI runs)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATASETS ?= synthetic
+PROFILE ?= quick
+
+.PHONY: install test test-fast lint reproduce book clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -e ".[all]"
+	touch $@
+
+install: $(VENV)/.installed
+
+lint: install
+	$(PY) -m ruff check dsm tests data_scripts benchmarks
+	$(PY) -m ruff format --check dsm tests data_scripts benchmarks
+
+test: lint
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+reproduce: install
+	$(VENV)/bin/dsm reproduce --datasets $(DATASETS) --profile $(PROFILE)
+
+book: install
+	$(VENV)/bin/jupyter-book build book
+
+clean:
+	rm -rf _build .pytest_cache

@@ -1,0 +1,32 @@
+"""The ``dsm`` command. Each subcommand lives in the module that owns the concept and
+exposes ``add_arguments(parser)`` and ``run(args) -> int``; modules load lazily so
+``dsm --help`` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("dsm.bench_cli", "params, MACs and latency of models and modulators"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="dsm", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_) in COMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        parser.parse_args(argv)  # prints help or the "invalid choice" error
+        return 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    cmd_parser = argparse.ArgumentParser(prog=f"dsm {argv[0]}", description=COMMANDS[argv[0]][1])
+    module.add_arguments(cmd_parser)
+    return int(module.run(cmd_parser.parse_args(argv[1:])) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Data: the prepared format, preparers, protocols and the fast tensor input path."""

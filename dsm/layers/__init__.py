@@ -1,0 +1,3 @@
+from dsm.layers.rep_conv import RepConv
+
+__all__ = ["RepConv"]
