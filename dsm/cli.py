@@ -9,7 +9,14 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": ("dsm.data.prepare", "raw data set -> the prepared format (same as data_scripts/prepare.py)"),
+    "train": ("dsm.train_cli", "train a model on a prepared data set"),
+    "evaluate": ("dsm.evaluate_cli", "evaluate a checkpoint on a prepared data set (JSON)"),
+    "runs": ("dsm.runs_cli", "summarize run directories (mean +- std over seeds/folds)"),
     "bench": ("dsm.bench_cli", "params, MACs and latency of models and modulators"),
+    "predict": ("dsm.predict_cli", "detect faces in images/videos and classify their expressions"),
+    "export": ("dsm.export_cli", "export a checkpoint's fused model to ONNX"),
+    "reproduce": ("dsm.reproduce", "run every notebook with papermill and build the book"),
 }
 
 

@@ -1,0 +1,101 @@
+"""Checkpoints as safetensors + a JSON sidecar: loading never unpickles anything.
+
+A checkpoint ``NAME`` is the pair ``NAME.safetensors`` (tensors only) and ``NAME.json``
+(everything else: how to build the model, class names, input size, the run's config,
+metrics). Model weights live under the ``model.`` prefix; training checkpoints add
+``optim.*`` tensors and RNG states. Both files are written to temporary names and
+renamed; a shared random ``id`` in both tells a torn pair from a good one.
+
+The JSON's ``model`` entry is ``{"name": ..., "kwargs": {...}}`` for ``dsm.create_model``;
+``input`` is ``{"size": S, "channels": C}``; ``classes`` are canonical class names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from dsm.registry import create_model
+
+
+RELEASED = Path(__file__).resolve().parent / "assets" / "checkpoints" / "fer2013_dsm_net"
+"""The released FER2013 model (``.safetensors`` + ``.json``), the default of evaluate and predict."""
+
+
+class CheckpointError(Exception):
+    """A missing, torn or foreign checkpoint; the message names the file."""
+
+
+def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
+    """``run/best`` or ``run/best.safetensors`` or ``run/best.json`` -> both file paths."""
+    path = Path(path)
+    if path.suffix in (".safetensors", ".json"):
+        path = path.with_suffix("")
+    return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> Path:
+    """Write the pair atomically; returns the ``.safetensors`` path."""
+    st_path, js_path = checkpoint_paths(path)
+    st_path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt_id = uuid.uuid4().hex
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    tmp_st, tmp_js = st_path.with_name(st_path.name + ".tmp"), js_path.with_name(js_path.name + ".tmp")
+    save_file(tensors, str(tmp_st), metadata={"id": ckpt_id})
+    tmp_js.write_text(json.dumps({**info, "id": ckpt_id}, indent=1, default=str) + "\n")
+    os.replace(tmp_st, st_path)
+    os.replace(tmp_js, js_path)
+    return st_path
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, info) of a checkpoint pair, checked to belong together."""
+    st_path, js_path = checkpoint_paths(path)
+    for p in (st_path, js_path):
+        if not p.is_file():
+            raise CheckpointError(f"{p}: checkpoint file missing")
+    try:
+        info = json.loads(js_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{js_path}: not valid JSON ({e})") from e
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(st_path), "pt") as f:
+            st_id = (f.metadata() or {}).get("id")
+        tensors = load_file(str(st_path))
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"{st_path}: not a readable safetensors file ({e})") from e
+    if st_id != info.get("id"):
+        raise CheckpointError(f"{st_path}: does not belong to {js_path.name} (torn or mixed checkpoint)")
+    return tensors, info
+
+
+def model_state(tensors: dict[str, torch.Tensor], prefix: str = "model.") -> dict[str, torch.Tensor]:
+    return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def build_model(info: dict[str, Any]) -> nn.Module:
+    """The untrained model a checkpoint's JSON describes."""
+    spec = info.get("model")
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise CheckpointError(f"checkpoint {info.get('id', '?')}: no 'model' entry to build the network from")
+    return create_model(spec["name"], **spec.get("kwargs", {}))
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """(eval-mode model with its weights, info) from a checkpoint."""
+    tensors, info = load_checkpoint(path)
+    model = build_model(info)
+    missing, unexpected = model.load_state_dict(model_state(tensors), strict=False)
+    if missing or unexpected:
+        st_path, _ = checkpoint_paths(path)
+        raise CheckpointError(f"{st_path}: weights do not fit the model (missing {missing[:3]}, extra {unexpected[:3]})")
+    return model.to(device).eval(), info
