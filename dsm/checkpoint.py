@@ -24,7 +24,6 @@ from safetensors.torch import load_file, save_file
 
 from dsm.registry import create_model
 
-
 RELEASED = Path(__file__).resolve().parent / "assets" / "checkpoints" / "fer2013_dsm_net"
 """The released FER2013 model (``.safetensors`` + ``.json``), the default of evaluate and predict."""
 
@@ -97,5 +96,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     missing, unexpected = model.load_state_dict(model_state(tensors), strict=False)
     if missing or unexpected:
         st_path, _ = checkpoint_paths(path)
-        raise CheckpointError(f"{st_path}: weights do not fit the model (missing {missing[:3]}, extra {unexpected[:3]})")
+        raise CheckpointError(
+            f"{st_path}: weights do not fit the model (missing {missing[:3]}, extra {unexpected[:3]})"
+        )
     return model.to(device).eval(), info

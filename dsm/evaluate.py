@@ -1,0 +1,101 @@
+"""Evaluate a checkpoint on a prepared data set, across data sets by canonical class name.
+
+A FER2013 model has no ``contempt``; CK+ does. Labels are matched by name: metrics are
+computed over the union of both class lists, samples of a class the model cannot
+predict are counted (``unscorable``) and kept out of ``accuracy`` (they are in
+``accuracy_all`` as errors), and the classes missing on either side are listed.
+Test-time augmentation (``flip``, ``tencrop``) is off unless asked for, and labelled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
+
+from dsm.checkpoint import load_model
+from dsm.data.format import load_prepared
+from dsm.metrics import classification_metrics
+from dsm.preprocess import to_model_input
+
+TTA = (None, "flip", "tencrop")
+
+
+@torch.no_grad()
+def predict_proba(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    in_chans: int,
+    size: int,
+    tta: str | None = None,
+    device: str | torch.device = "cpu",
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """Class probabilities of uint8 images (N,H,W[,3]); with ``tta`` averaged over views."""
+    if tta not in TTA:
+        raise ValueError(f"tta must be one of {TTA}, got {tta!r}")
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = images[i : i + batch_size].to(device)
+        if tta == "tencrop":
+            big = to_model_input(x, in_chans, size + size // 8)
+            views = list(TF.ten_crop(big, [size, size]))
+        else:
+            x = to_model_input(x, in_chans, size)
+            views = [x, x.flip(-1)] if tta == "flip" else [x]
+        out.append(torch.stack([F.softmax(model(v).float(), 1) for v in views]).mean(0).cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def select_split(prepared, split: str, protocol: str | None = None, fold: int | None = None) -> np.ndarray:
+    """Indices of ``split`` (train/val/test/all): the meta.csv split column, or a protocol's split."""
+    if split == "all":
+        return np.arange(len(prepared.labels))
+    if protocol:
+        from dsm.data.protocols import make_splits
+
+        return getattr(make_splits(prepared, protocol, fold=fold), split)
+    return prepared.split_indices(split)
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data: str | Path,
+    split: str = "test",
+    tta: str | None = None,
+    device: str = "cpu",
+    batch_size: int = 256,
+    protocol: str | None = None,
+    fold: int | None = None,
+) -> dict:
+    """JSON-ready metrics of a checkpoint on a prepared data set's split."""
+    model, info = load_model(checkpoint, device)
+    prepared = load_prepared(data)
+    idx = select_split(prepared, split, protocol, fold)
+    if len(idx) == 0:
+        raise ValueError(f"{data}: split {split!r} is empty")
+    images = torch.from_numpy(np.ascontiguousarray(prepared.images[idx]))
+    probs = predict_proba(model, images, info["input"]["channels"], info["input"]["size"], tta, device, batch_size)
+    model_classes, data_classes = list(info["classes"]), prepared.classes
+    union = [c for c in dict.fromkeys(data_classes + model_classes)]
+    true_names = [data_classes[i] for i in prepared.labels[idx]]
+    y_true = np.array([union.index(c) for c in true_names])
+    y_pred = np.array([union.index(model_classes[i]) for i in probs.argmax(1).tolist()])
+    scorable = np.isin(y_true, [union.index(c) for c in model_classes])
+    metrics = classification_metrics(y_true[scorable], y_pred[scorable], union)
+    metrics |= {
+        "accuracy_all": float((y_true == y_pred).mean()),
+        "unscorable": {c: int(sum(t == c for t in true_names)) for c in data_classes if c not in model_classes},
+        "classes_only_in_data": [c for c in data_classes if c not in model_classes],
+        "classes_only_in_model": [c for c in model_classes if c not in data_classes],
+        "split": split,
+        "tta": tta or "none",
+        "checkpoint": str(checkpoint),
+        "data": str(data),
+        "dataset": prepared.manifest.get("dataset"),
+        "manifest_hash": prepared.hash,
+    }
+    return metrics

@@ -1,0 +1,33 @@
+"""``dsm evaluate``: metrics of a checkpoint on a prepared data set, as one JSON object."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from dsm.checkpoint import RELEASED, CheckpointError
+from dsm.data.format import DataError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default=str(RELEASED), help="NAME(.safetensors|.json); default: released FER2013")
+    p.add_argument("--data", required=True, help="prepared data set directory")
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    p.add_argument("--protocol", default=None, help="take the split from a protocol (official, kfold) instead")
+    p.add_argument("--fold", type=int, default=None)
+    p.add_argument("--tta", default=None, choices=["flip", "tencrop"], help="test-time augmentation (off by default)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=256)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dsm.evaluate import evaluate
+
+    try:
+        metrics = evaluate(
+            args.checkpoint, args.data, args.split, args.tta, args.device, args.batch_size, args.protocol, args.fold
+        )
+    except (CheckpointError, DataError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    print(json.dumps(metrics))
+    return 0

@@ -1,0 +1,228 @@
+"""Run records: what every number in the book points back to.
+
+Each run directory holds ``run.json``: the full config, git commit, data set name and
+manifest hash, the split sizes and protocol notes, library versions, device, wall time,
+per-epoch metrics and the final validation/test metrics of the best checkpoint.
+``summarize`` turns a set of run directories into one pandas table (mean +- std over
+seeds, folds or run indices); ``run_folds``/``run_paper_protocol`` are the multi-run
+drivers; ``run_or_load`` is how notebooks reuse finished runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import timm
+import torch
+
+from dsm.config import TrainConfig
+
+_REPO = Path(__file__).resolve().parents[1]
+METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
+
+
+def git_commit() -> str | None:
+    """HEAD of the checkout dsm runs from, with ``+dirty`` when it has uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_REPO, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=_REPO, capture_output=True, text=True
+        )
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@dataclass
+class RunRecord:
+    config: dict[str, Any]
+    data: dict[str, Any]
+    git_commit: str | None
+    versions: dict[str, str]
+    device: str
+    started: str
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "running"
+    wall_time_s: float = 0.0
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    val_metrics: dict | None = None
+    test_metrics: dict | None = None
+    finished: str | None = None
+    world_size: int = 1
+    ddp_param_max_abs_diff: float | None = None  # across ranks at the end: 0 when DDP kept them in sync
+
+    @classmethod
+    def start(cls, cfg: TrainConfig, data: Any, splits: Any, device: str) -> RunRecord:
+        from dsm.bench import device_name
+
+        return cls(
+            config=cfg.to_dict(),
+            data={
+                "dataset": data.manifest.get("dataset"),
+                "path": str(Path(cfg.data).resolve()),
+                "manifest_hash": data.hash,
+                "classes": data.classes,
+                "split_sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
+                "protocol_notes": list(getattr(splits, "notes", [])),
+            },
+            git_commit=git_commit(),
+            versions={
+                "dsm": _version(),
+                "torch": torch.__version__,
+                "timm": timm.__version__,
+                "python": platform.python_version(),
+            },
+            device=device_name(device),
+            started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunRecord:
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def add_epoch(self, row: dict[str, Any]) -> None:
+        self.epochs.append(row)
+        self.wall_time_s = sum(r.get("time_s", 0.0) for r in self.epochs)
+
+    def finish(self, state: dict[str, Any], val: dict, test: dict | None) -> None:
+        self.status, self.best_epoch, self.stopped_early = "finished", state["best_epoch"], state["stopped_early"]
+        self.val_metrics, self.test_metrics = val, test
+        self.finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+    def write(self, out: str | Path) -> None:
+        path = Path(out) / "run.json"
+        tmp = path.with_name("run.json.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1, default=str) + "\n")
+        os.replace(tmp, path)
+
+
+def _version() -> str:
+    from dsm import __version__
+
+    return __version__
+
+
+def load_run(run_dir: str | Path) -> dict[str, Any]:
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no run record")
+    run = json.loads(path.read_text())
+    run["run_dir"] = str(run_dir)
+    return run
+
+
+def run_or_load(cfg: TrainConfig, show_progress: bool = False) -> dict[str, Any]:
+    """The finished run of exactly this config if ``cfg.out`` has one; otherwise train (resuming)."""
+    out = Path(cfg.out)
+    if (out / "run.json").is_file():
+        run = load_run(out)
+        if run["status"] == "finished" and run["config"] == cfg.to_dict():
+            return run
+    from dsm.train import train
+
+    train(cfg, resume=True, show_progress=show_progress)
+    return load_run(out)
+
+
+def epochs_frame(run: dict[str, Any]) -> pd.DataFrame:
+    """Per-epoch metrics of one run (epoch, train/val loss and accuracy, lr, images/s)."""
+    return pd.DataFrame(run["epochs"])
+
+
+def runs_frame(run_dirs: list[str | Path]) -> pd.DataFrame:
+    """One row per finished run: identifying config fields and test (else val) metrics."""
+    rows = []
+    for d in run_dirs:
+        run = load_run(d)
+        if run["status"] != "finished":
+            continue
+        cfg = run["config"]
+        metrics = run["test_metrics"] or run["val_metrics"]
+        rows.append(
+            {
+                "dataset": run["data"]["dataset"],
+                "model": cfg["model"],
+                "modulator": cfg["modulator"] or "none",
+                "options": json.dumps({**cfg["modulator_opts"], **cfg["model_opts"]}, sort_keys=True),
+                "recipe": cfg["recipe"],
+                "protocol": cfg["protocol"],
+                "split": "test" if run["test_metrics"] else "val",
+                "seed": cfg["seed"],
+                "fold": cfg["fold"],
+                "run_index": cfg["run_index"],
+                **{m: metrics[m] for m in METRICS},
+                "val_accuracy": run["val_metrics"]["accuracy"],
+                "best_epoch": run["best_epoch"],
+                "epochs_run": len(run["epochs"]),
+                "wall_time_s": run["wall_time_s"],
+                "git_commit": run["git_commit"],
+                "manifest_hash": run["data"]["manifest_hash"],
+                "run_dir": str(d),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+GROUP_BY = ["dataset", "model", "modulator", "options", "recipe", "protocol", "split"]
+
+
+def summarize(run_dirs: list[str | Path]) -> pd.DataFrame:
+    """Mean and std of accuracy, balanced accuracy and macro-F1 per group of runs that differ only in
+    seed, fold or run index; ``runs`` lists the run directories behind each row."""
+    df = runs_frame(run_dirs)
+    if df.empty:
+        return df
+    agg: dict[str, Any] = {f"{m}_{s}": (m, s) for m in METRICS for s in ("mean", "std")}
+    out = df.groupby(GROUP_BY, sort=False, dropna=False).agg(
+        n_runs=("run_dir", "size"), **agg, runs=("run_dir", lambda s: list(s))
+    )
+    return out.reset_index()
+
+
+def _sub_config(cfg: TrainConfig, name: str, **changes: Any) -> TrainConfig:
+    return cfg.replace(out=str(Path(cfg.out) / name), **changes)
+
+
+def run_folds(cfg: TrainConfig, folds: list[int], show_progress: bool = False) -> pd.DataFrame:
+    """k-fold driver (CK+, JAFFE): one run per fold under ``cfg.out/fold<k>``, then the summary."""
+    dirs = []
+    for k in folds:
+        sub = _sub_config(cfg, f"fold{k}", protocol="kfold", fold=k)
+        run_or_load(sub, show_progress)
+        dirs.append(sub.out)
+    return summarize(dirs)
+
+
+def run_paper_protocol(cfg: TrainConfig, run_indices: tuple[int, ...] = (1, 2, 3, 4, 5)) -> pd.DataFrame:
+    """The authors' protocol: five random splits (run index 1..5) under ``cfg.out/run<i>``, then the summary."""
+    dirs = []
+    for i in run_indices:
+        sub = _sub_config(cfg, f"run{i}", protocol="paper-random", run_index=i)
+        run_or_load(sub)
+        dirs.append(sub.out)
+    return summarize(dirs)
+
+
+def run_seeds(cfg: TrainConfig, seeds: tuple[int, ...]) -> pd.DataFrame:
+    """The same config over several seeds under ``cfg.out/seed<s>``, then the summary."""
+    dirs = []
+    for s in seeds:
+        sub = _sub_config(cfg, f"seed{s}", seed=s)
+        run_or_load(sub)
+        dirs.append(sub.out)
+    return summarize(dirs)

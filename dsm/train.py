@@ -1,0 +1,394 @@
+"""The training loop: one file, read in a sitting (nanoGPT's idiom).
+
+``train(cfg)`` loads the prepared uint8 images once, builds the splits of the chosen
+protocol, and for each epoch: reseeds every RNG from (seed, epoch), shuffles, converts
+and augments whole batches on tensors, steps AdamW under a per-step cosine schedule,
+evaluates on the validation split (never the test split), keeps the best checkpoint by
+validation accuracy, stops early on validation loss, and writes ``last`` atomically.
+Because each epoch is a pure function of (state at its start, seed, epoch), ``resume``
+continues a killed run to the same result as an uninterrupted one.
+
+Multi-GPU/CPU: ``torchrun --nproc_per_node N -m dsm.train ...`` runs DDP (NCCL on CUDA,
+gloo on CPU); every rank evaluates, rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from dsm.augment import BatchAugment
+from dsm.checkpoint import load_checkpoint, model_state, save_checkpoint
+from dsm.config import TrainConfig
+from dsm.data.format import Prepared, load_prepared
+from dsm.data.protocols import make_splits
+from dsm.metrics import classification_metrics
+from dsm.preprocess import to_model_input
+from dsm.registry import create_model
+from dsm.runs import RunRecord
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda requested but CUDA is not available")
+    return torch.device(name)
+
+
+def model_spec(cfg: TrainConfig, num_classes: int, in_chans: int) -> dict[str, Any]:
+    """What ``dsm.create_model`` needs to rebuild the network (stored in every checkpoint)."""
+    kwargs = {"num_classes": num_classes, "in_chans": in_chans, "modulator": cfg.modulator, **cfg.model_opts}
+    if cfg.modulator_opts:
+        kwargs["modulator_opts"] = dict(cfg.modulator_opts)
+    return {"name": cfg.model, "kwargs": kwargs}
+
+
+def lr_at(cfg: TrainConfig, step: int, total: int, steps_per_epoch: int) -> float:
+    """Linear warm-up, then cosine from ``lr`` to ``min_lr``, per optimiser step."""
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    t = (step - warm) / max(1, total - warm)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(t, 1.0)))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _dist_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, in_chans: int, size: int, device: torch.device, batch_size: int = 256
+) -> torch.Tensor:
+    """Logits of uint8 images (N,H,W[,3]) in eval mode, batched."""
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = to_model_input(images[i : i + batch_size].to(device), in_chans, size)
+        out.append(model(x).float().cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def evaluate_split(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    classes: list[str],
+    in_chans: int,
+    size: int,
+    device: torch.device,
+    batch_size: int = 256,
+) -> dict:
+    logits = predict_logits(model, images, in_chans, size, device, batch_size)
+    metrics = classification_metrics(labels.numpy(), logits.argmax(1).numpy(), classes)
+    metrics["loss"] = float(F.cross_entropy(logits, labels)) if len(labels) else float("nan")
+    return metrics
+
+
+class Trainer:
+    """Holds everything one run needs; ``fit()`` is the loop."""
+
+    def __init__(self, cfg: TrainConfig, resume: bool = True, show_progress: bool = True) -> None:
+        self.cfg, self.resume, self.show_progress = cfg, resume, show_progress
+        self.rank, self.world = _dist_info()
+        self.device = pick_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.out = Path(cfg.out)
+        self.data: Prepared = load_prepared(cfg.data)
+        self.splits = make_splits(self.data, cfg.protocol, cfg.run_index, cfg.fold, cfg.val_fraction, cfg.seed)
+        self.classes = self.data.classes
+        self.in_chans = cfg.in_chans or self.data.channels
+        self.size = cfg.input_size
+        images = self.data.images  # memory-mapped; each split is read into RAM once
+        labels = torch.from_numpy(np.asarray(self.data.labels, dtype=np.int64))
+        self.x = {s: torch.from_numpy(np.ascontiguousarray(images[idx])) for s, idx in self._split_items()}
+        self.y = {s: labels[torch.from_numpy(idx)] for s, idx in self._split_items()}
+        if len(self.x["train"]) == 0 or len(self.x["val"]) == 0:
+            raise ValueError(f"{cfg.data}: protocol {cfg.protocol!r} gave an empty train or validation split")
+        self.x["train"] = self.x["train"].to(self.device)  # the hot loop indexes it on the device
+        self.y["train"] = self.y["train"].to(self.device)
+
+        seed_everything(cfg.seed)
+        self.spec = model_spec(cfg, len(self.classes), self.in_chans)
+        self.model = create_model(self.spec["name"], **self.spec["kwargs"]).to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        decay = [p for p in self.model.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.model.parameters() if p.ndim < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr,
+        )
+        self.ema = (
+            torch.optim.swa_utils.AveragedModel(
+                self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True
+            )
+            if cfg.ema_decay
+            else None
+        )
+        self.train_model: nn.Module = self.model
+        if self.world > 1:
+            self.train_model = nn.parallel.DistributedDataParallel(self.model)
+        if cfg.compile:
+            self.train_model = torch.compile(self.train_model)
+        self.augment = BatchAugment(
+            len(self.classes), cfg.hflip, cfg.crop_scale, cfg.rotation, cfg.random_erasing, cfg.mixup, cfg.cutmix
+        )
+        self.steps_per_epoch = len(self.x["train"]) // (cfg.batch_size * self.world)
+        if cfg.limit_train_batches:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.limit_train_batches)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{cfg.data}: fewer training images than one batch of {cfg.batch_size * self.world}")
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.state: dict[str, Any] = {
+            "epoch": 0,
+            "step": 0,
+            "best_val_acc": -1.0,
+            "best_epoch": None,
+            "best_val_loss": float("inf"),
+            "bad_epochs": 0,
+            "stopped_early": False,
+        }
+        self.record = RunRecord.start(cfg, self.data, self.splits, str(self.device))
+
+    def _split_items(self) -> list[tuple[str, np.ndarray]]:
+        return [("train", self.splits.train), ("val", self.splits.val), ("test", self.splits.test)]
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    # --- checkpoints -------------------------------------------------------------------------------
+    def _info(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "model": self.spec,
+            "classes": self.classes,
+            "input": {"size": self.size, "channels": self.in_chans},
+            "dataset": self.record.data["dataset"],
+            "config": self.cfg.to_dict(),
+            **extra,
+        }
+
+    def save_last(self) -> None:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        if self.ema is not None:
+            tensors |= {f"ema.{k}": v for k, v in self.ema.state_dict().items()}
+        opt = self.optimizer.state_dict()
+        for pid, st in opt["state"].items():
+            for name, t in st.items():
+                tensors[f"optim.{pid}.{name}"] = t if torch.is_tensor(t) else torch.tensor(t)
+        tensors["rng.torch"] = torch.get_rng_state()
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in opt["param_groups"]]
+        info = self._info(state=self.state, optim_groups=groups, record=self.record.to_dict())
+        save_checkpoint(self.out / "last", tensors, info)
+
+    def load_last(self) -> bool:
+        if not (self.out / "last.json").is_file():
+            return False
+        tensors, info = load_checkpoint(self.out / "last")
+        if info["config"] != self.cfg.to_dict():
+            raise ValueError(f"{self.out / 'last.json'}: written by a different config; use a new --out")
+        self.model.load_state_dict(model_state(tensors))
+        if self.ema is not None:
+            self.ema.load_state_dict(model_state(tensors, "ema."))
+        opt = self.optimizer.state_dict()
+        for pid in range(sum(len(g["params"]) for g in opt["param_groups"])):
+            st = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"optim.{pid}.")}
+            if st:
+                opt["state"][pid] = st
+        for g, saved in zip(opt["param_groups"], info["optim_groups"], strict=True):
+            g.update(saved)
+        self.optimizer.load_state_dict(opt)
+        torch.set_rng_state(tensors["rng.torch"])
+        self.state = info["state"]
+        self.record = RunRecord.from_dict(info["record"])
+        return True
+
+    def save_best(self) -> None:
+        tensors = {f"model.{k}": v for k, v in self.eval_model.state_dict().items() if k != "n_averaged"}
+        save_checkpoint(self.out / "best", tensors, self._info(epoch=self.state["epoch"]))
+
+    # --- the loop ------------------------------------------------------------------------------------
+    def make_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 training images at ``idx`` -> augmented float batch and targets."""
+        xb = to_model_input(self.x["train"][idx], self.in_chans, self.size)
+        if self.cfg.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        return self.augment(xb, self.y["train"][idx])
+
+    def train_step(self, xb: torch.Tensor, target: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One AdamW step at learning rate ``lr``; returns (logits, loss)."""
+        cfg = self.cfg
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        amp = cfg.amp and self.device.type == "cuda"
+        with torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext():
+            logits = self.train_model(xb)
+            loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.state["step"] += 1
+        return logits.detach(), loss.detach()
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        cfg, x, y = self.cfg, self.x["train"], self.y["train"]
+        seed_everything(cfg.seed * 1_000_003 + epoch * 7919 + self.rank)  # augmentation + dropout
+        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+        perm = perm[self.rank :: self.world].to(self.device)  # same permutation on every rank, sharded
+        self.train_model.train()
+        loss_sum, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+        bar = tqdm(
+            range(self.steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=not self.show_progress or self.rank != 0,
+        )
+        for i in bar:
+            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            xb, target = self.make_batch(idx)
+            lr = lr_at(cfg, self.state["step"], self.total_steps, self.steps_per_epoch)
+            logits, loss = self.train_step(xb, target, lr)
+            loss_sum += float(loss) * len(idx)
+            correct += int((logits.argmax(1) == y[idx]).sum())
+            seen += len(idx)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.2e}")
+        dt = time.perf_counter() - t0
+        return {
+            "train_loss": loss_sum / seen,
+            "train_acc": correct / seen,
+            "lr": lr,
+            "time_s": dt,
+            "images_per_s": seen * self.world / dt,
+        }
+
+    def validate(self) -> dict:
+        return evaluate_split(
+            self.eval_model,
+            self.x["val"],
+            self.y["val"],
+            self.classes,
+            self.in_chans,
+            self.size,
+            self.device,
+            self.cfg.eval_batch_size,
+        )
+
+    def fit(self) -> dict:
+        cfg = self.cfg
+        if self.resume and self.load_last() and self.rank == 0:
+            print(f"resumed {self.out} at epoch {self.state['epoch']}", flush=True)
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.record.write(self.out)
+        while self.state["epoch"] < cfg.epochs and not self.state["stopped_early"]:
+            epoch = self.state["epoch"]
+            row = {"epoch": epoch + 1, **self.train_epoch(epoch)}
+            val = self.validate()
+            row |= {"val_loss": val["loss"], "val_acc": val["accuracy"], "val_balanced_acc": val["balanced_accuracy"]}
+            self.state["epoch"] = epoch + 1
+            if val["accuracy"] > self.state["best_val_acc"]:
+                self.state["best_val_acc"], self.state["best_epoch"] = val["accuracy"], epoch + 1
+                if self.rank == 0:
+                    self.save_best()
+            if val["loss"] < self.state["best_val_loss"]:
+                self.state["best_val_loss"], self.state["bad_epochs"] = val["loss"], 0
+            else:
+                self.state["bad_epochs"] += 1
+            if cfg.early_stop_patience is not None and self.state["bad_epochs"] >= cfg.early_stop_patience:
+                self.state["stopped_early"] = True
+            self.record.add_epoch(row)
+            if self.rank == 0:
+                self.save_last()
+                self.record.write(self.out)
+                print(
+                    f"epoch {epoch + 1}/{cfg.epochs} loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "
+                    f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} | lr {row['lr']:.2e} | "
+                    f"{row['images_per_s']:.0f} img/s" + (" | early stop" if self.state["stopped_early"] else ""),
+                    flush=True,
+                )
+        return self.finish()
+
+    @torch.no_grad()
+    def _rank_divergence(self) -> float:
+        """Largest difference of any parameter between ranks (0.0 when DDP kept them in sync)."""
+        flat = torch.cat([p.detach().float().flatten() for p in self.model.parameters()])
+        hi, lo = flat.clone(), flat.clone()
+        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+        return float((hi - lo).abs().max())
+
+    def finish(self) -> dict:
+        """Evaluate the best checkpoint on validation and test, complete the run record."""
+        if self.world > 1:
+            self.record.world_size = self.world
+            self.record.ddp_param_max_abs_diff = self._rank_divergence()
+            dist.barrier()  # rank 0 wrote the best checkpoint
+        tensors, info = load_checkpoint(self.out / "best")
+        best = create_model(self.spec["name"], **self.spec["kwargs"]).to(self.device)
+        best.load_state_dict(model_state(tensors))
+        args = (self.classes, self.in_chans, self.size, self.device, self.cfg.eval_batch_size)
+        val = evaluate_split(best, self.x["val"], self.y["val"], *args)
+        test = evaluate_split(best, self.x["test"], self.y["test"], *args) if len(self.x["test"]) else None
+        self.record.finish(self.state, val, test)
+        if self.rank == 0:
+            self.record.write(self.out)
+            save_checkpoint(self.out / "best", tensors, {**info, "val_metrics": val, "test_metrics": test})
+        return self.record.to_dict()
+
+
+def train(cfg: TrainConfig, resume: bool = True, show_progress: bool = True) -> dict:
+    """Train one run; returns its run record (also written to ``cfg.out/run.json``)."""
+    return Trainer(cfg, resume=resume, show_progress=show_progress).fit()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for ``torchrun -m dsm.train`` (the same flags as ``dsm train``)."""
+    import argparse
+
+    from dsm import train_cli
+
+    parser = argparse.ArgumentParser(prog="dsm.train")
+    train_cli.add_arguments(parser)
+    args = parser.parse_args(argv)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        backend = "nccl" if torch.cuda.is_available() and args.device != "cpu" else "gloo"
+        dist.init_process_group(backend)
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    try:
+        return train_cli.run(args)
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

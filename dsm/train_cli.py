@@ -1,0 +1,124 @@
+"""``dsm train``: a recipe, then a YAML file, then flags, each overriding the one before."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+from dsm.config import RECIPES, TrainConfig, recipe
+
+
+def _yaml_value(text: str) -> object:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="prepared data set directory (data_scripts/prepare.py)")
+    p.add_argument("--recipe", default=None, choices=list(RECIPES), help="named recipe (default: the authors')")
+    p.add_argument("--config", default=None, help="YAML file of TrainConfig fields")
+    p.add_argument("--model", default=None, help="dsm_net or timm:<arch>")
+    p.add_argument("--modulator", default=None, help="registered modulator, or none")
+    p.add_argument("--input-size", type=int, default=None)
+    p.add_argument("--in-chans", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--out", default=None, help="run directory (default runs/<dataset>/<model>-<modulator>-s<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last if present")
+    p.add_argument("--protocol", default=None, choices=["official", "paper-random", "kfold"])
+    p.add_argument("--run-index", type=int, default=None, help="paper-random: 1..5")
+    p.add_argument("--fold", type=int, default=None, help="kfold: fold used as test")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None, help="auto | cpu | cuda")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile the training model")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any TrainConfig field (YAML value)")
+    p.add_argument("--profile", action="store_true", help="measure images/s (full step vs fwd+bwd) and exit")
+    p.add_argument("--profile-steps", type=int, default=20)
+
+
+_FLAGS = (
+    "data",
+    "model",
+    "modulator",
+    "input_size",
+    "in_chans",
+    "epochs",
+    "batch_size",
+    "lr",
+    "out",
+    "protocol",
+    "run_index",
+    "fold",
+    "seed",
+    "device",
+    "threads",
+    "compile",
+)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    cfg = TrainConfig.from_yaml(args.config) if args.config else recipe(args.recipe or "default")
+    if args.recipe and args.config:
+        cfg = recipe(args.recipe, **{k: v for k, v in cfg.to_dict().items() if k != "recipe"})
+    changes = {k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --set {item!r}: expected KEY=VALUE")
+        changes[key.replace("-", "_")] = _yaml_value(value)
+    if changes.get("modulator") in ("none", ""):
+        changes["modulator"] = None
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown := set(changes) - names:
+        raise SystemExit(f"error: unknown config keys {sorted(unknown)}")
+    cfg = cfg.replace(**changes)
+    if not cfg.data:
+        raise SystemExit("error: --data DIR is required (a prepared data set)")
+    if cfg.out == TrainConfig.out:  # not chosen by flag or YAML: name the run after what it trains
+        name = f"{cfg.model.replace(':', '-')}-{cfg.modulator or 'none'}-s{cfg.seed}"
+        cfg = cfg.replace(out=f"runs/{_dataset_name(cfg.data)}/{name}")
+    return cfg
+
+
+def _dataset_name(data: str) -> str:
+    from pathlib import Path
+
+    manifest = Path(data) / "manifest.json"
+    return json.loads(manifest.read_text()).get("dataset", Path(data).name) if manifest.is_file() else Path(data).name
+
+
+def run(args: argparse.Namespace) -> int:
+    from dsm.data.format import DataError
+
+    cfg = config_from_args(args)
+    try:
+        if args.profile:
+            from dsm.throughput import profile
+
+            print(json.dumps(profile(cfg, steps=args.profile_steps), indent=1))
+            return 0
+        from pathlib import Path
+
+        from dsm.train import train
+
+        if not args.resume and (Path(cfg.out) / "last.json").is_file():
+            raise SystemExit(f"error: {cfg.out} already holds a run; pass --resume to continue it or a new --out")
+        record = train(cfg, resume=args.resume)
+    except DataError as e:
+        raise SystemExit(f"error: {e}") from None
+    test = record["test_metrics"] or {}
+    print(
+        json.dumps(
+            {
+                "out": cfg.out,
+                "best_epoch": record["best_epoch"],
+                "val_accuracy": record["val_metrics"]["accuracy"],
+                "test_accuracy": test.get("accuracy"),
+            }
+        )
+    )
+    return 0

@@ -1,0 +1,273 @@
+"""The training engine: learning, resume, model selection, run records, evaluation, CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dsm.checkpoint import load_checkpoint, load_model
+from dsm.cli import main
+from dsm.config import TrainConfig, recipe
+from dsm.data.format import PreparedWriter
+from dsm.evaluate import evaluate
+from dsm.runs import load_run, run_or_load, summarize
+from dsm.train import lr_at, train
+
+CLASSES = ["neutral", "happiness", "sadness", "surprise"]
+
+
+def _make_prepared(out: Path, classes=CLASSES, n_per=(48, 12, 12), size=16, seed=0, dataset="toy") -> Path:
+    """A tiny prepared set whose class sets which horizontal band is bright: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    total = sum(n_per) * len(classes)
+    with PreparedWriter(out, total, (size, size), dataset, classes) as w:
+        for split, n in zip(("train", "val", "test"), n_per, strict=True):
+            for c, name in enumerate(classes):
+                for i in range(n):
+                    img = rng.integers(0, 60, (size, size)).astype(np.uint8)
+                    band = size // len(classes)  # horizontal bands survive horizontal flips
+                    img[c * band : (c + 1) * band] += 150
+                    w.add(img, name, split, source=f"{split}/{name}/{i}.png", subject=f"s{i % 5}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Path:
+    return _make_prepared(tmp_path_factory.mktemp("data") / "toy")
+
+
+def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(
+        data=str(data),
+        out=str(out),
+        input_size=16,
+        epochs=3,
+        batch_size=16,
+        lr=3e-3,
+        device="cpu",
+        random_erasing=0.25,
+        early_stop_patience=None,
+    )
+    return recipe("smoke", **{**base, **kw})
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = TrainConfig(lr=1.0, min_lr=0.0, warmup_epochs=1.0)
+    lrs = [lr_at(cfg, s, total=100, steps_per_epoch=10) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False)) and lrs[-1] < 0.01
+
+
+def test_train_learns_and_writes_a_complete_run_record(toy, tmp_path):
+    record = train(_cfg(toy, tmp_path / "run", epochs=4), show_progress=False)
+    run = load_run(tmp_path / "run")
+    assert run["status"] == "finished" and len(run["epochs"]) == 4
+    assert run["test_metrics"]["accuracy"] > 0.5  # 4 classes: chance is 0.25
+    assert record["test_metrics"] == run["test_metrics"]
+    for key in ("config", "git_commit", "versions", "device", "wall_time_s", "started", "finished"):
+        assert key in run
+    assert run["data"]["manifest_hash"] and run["data"]["split_sizes"] == {"train": 192, "val": 48, "test": 48}
+    assert set(run["test_metrics"]) >= {
+        "accuracy",
+        "balanced_accuracy",
+        "macro_f1",
+        "per_class_recall",
+        "confusion_matrix",
+        "n",
+    }
+    # best checkpoint = best validation accuracy, never chosen on test
+    best_val = max(e["val_acc"] for e in run["epochs"])
+    assert run["val_metrics"]["accuracy"] == pytest.approx(best_val)
+    assert run["epochs"][run["best_epoch"] - 1]["val_acc"] == best_val
+
+
+def test_resume_after_kill_matches_uninterrupted_run(toy, tmp_path):
+    full = train(_cfg(toy, tmp_path / "full"), show_progress=False)
+    # "kill" after epoch 2: run 2 epochs of the same 3-epoch config by stopping the loop early
+    cfg = _cfg(toy, tmp_path / "killed")
+    from dsm.train import Trainer
+
+    t = Trainer(cfg, show_progress=False)
+    t.out.mkdir(parents=True)
+    for epoch in range(2):
+        t.record.add_epoch({"epoch": epoch + 1, **t.train_epoch(epoch)})
+        val = t.validate()
+        t.state["epoch"] = epoch + 1
+        if val["accuracy"] > t.state["best_val_acc"]:
+            t.state["best_val_acc"], t.state["best_epoch"] = val["accuracy"], epoch + 1
+            t.save_best()
+        t.state["best_val_loss"] = min(t.state["best_val_loss"], val["loss"])
+        t.save_last()
+    del t
+    resumed = train(cfg, resume=True, show_progress=False)
+    a, _ = load_checkpoint(tmp_path / "full" / "last")
+    b, _ = load_checkpoint(tmp_path / "killed" / "last")
+    for k in a:
+        if k.startswith(("model.", "optim.")):
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    assert resumed["test_metrics"]["accuracy"] == full["test_metrics"]["accuracy"]
+    assert resumed["epochs"][-1]["train_loss"] == pytest.approx(full["epochs"][-1]["train_loss"], abs=1e-6)
+
+
+def test_resume_refuses_a_different_config(toy, tmp_path):
+    train(_cfg(toy, tmp_path / "r", epochs=1), show_progress=False)
+    with pytest.raises(ValueError, match="different config"):
+        train(_cfg(toy, tmp_path / "r", epochs=2, lr=1e-2), show_progress=False)
+
+
+def test_run_or_load_reuses_finished_runs(toy, tmp_path):
+    cfg = _cfg(toy, tmp_path / "r", epochs=1)
+    first = run_or_load(cfg)
+    mtime = os.path.getmtime(tmp_path / "r" / "run.json")
+    again = run_or_load(cfg)
+    assert again["finished"] == first["finished"] and os.path.getmtime(tmp_path / "r" / "run.json") == mtime
+
+
+def test_ema_mixup_label_smoothing_options_train(toy, tmp_path):
+    cfg = _cfg(
+        toy,
+        tmp_path / "r",
+        epochs=1,
+        ema_decay=0.9,
+        mixup=0.2,
+        cutmix=1.0,
+        label_smoothing=0.1,
+        crop_scale=0.1,
+        rotation=10.0,
+        warmup_epochs=0.5,
+        grad_clip=1.0,
+    )
+    run = train(cfg, show_progress=False)
+    assert run["status"] == "finished" and np.isfinite(run["epochs"][0]["train_loss"])
+    model, info = load_model(tmp_path / "r" / "best")
+    assert info["input"] == {"size": 16, "channels": 1} and info["classes"] == CLASSES
+
+
+def test_early_stopping_on_validation_loss(toy, tmp_path):
+    # with lr 0 only BN statistics move: the validation loss soon stops improving
+    run = train(_cfg(toy, tmp_path / "r", epochs=10, lr=0.0, early_stop_patience=2), show_progress=False)
+    losses = [e["val_loss"] for e in run["epochs"]]
+    assert run["stopped_early"] and len(losses) < 10
+    assert len(losses) == int(np.argmin(losses)) + 1 + 2  # stopped exactly `patience` epochs after the best
+
+
+def test_summarize_groups_seeds(toy, tmp_path):
+    dirs = []
+    for seed in (0, 1):
+        cfg = _cfg(toy, tmp_path / f"s{seed}", epochs=1, seed=seed)
+        train(cfg, show_progress=False)
+        dirs.append(cfg.out)
+    df = summarize(dirs)
+    assert len(df) == 1 and df.loc[0, "n_runs"] == 2
+    accs = [load_run(d)["test_metrics"]["accuracy"] for d in dirs]
+    assert df.loc[0, "accuracy_mean"] == pytest.approx(np.mean(accs))
+    assert df.loc[0, "accuracy_std"] == pytest.approx(np.std(accs, ddof=1))
+    assert df.loc[0, "runs"] == dirs
+
+
+def test_evaluate_reproduces_the_run_record_and_crosses_data_sets(toy, tmp_path):
+    cfg = _cfg(toy, tmp_path / "r", epochs=2)
+    run = train(cfg, show_progress=False)
+    m = evaluate(tmp_path / "r" / "best", toy, split="test")
+    assert m["accuracy"] == pytest.approx(run["test_metrics"]["accuracy"])
+    assert m["classes_only_in_data"] == [] and m["tta"] == "none"
+    # a data set with a class the model lacks (contempt) and lacking one the model has (surprise)
+    other = _make_prepared(tmp_path / "other", ["neutral", "happiness", "sadness", "contempt"], dataset="other")
+    m2 = evaluate(tmp_path / "r" / "best", other, split="test")
+    assert m2["classes_only_in_data"] == ["contempt"] and m2["classes_only_in_model"] == ["surprise"]
+    assert m2["unscorable"] == {"contempt": 12} and m2["n"] == 36
+    assert m2["accuracy_all"] <= m2["accuracy"]
+    flip = evaluate(tmp_path / "r" / "best", toy, split="test", tta="tencrop")
+    assert flip["tta"] == "tencrop" and 0 <= flip["accuracy"] <= 1
+
+
+def test_cli_train_evaluate_summarize(toy, tmp_path, capsys):
+    out = tmp_path / "cli"
+    argv = [
+        "train",
+        "--data",
+        str(toy),
+        "--recipe",
+        "smoke",
+        "--epochs",
+        "1",
+        "--input-size",
+        "16",
+        "--batch-size",
+        "16",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--set",
+        "early_stop_patience=null",
+    ]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["out"] == str(out)
+    saved = load_run(out)["config"]
+    assert saved["epochs"] == 1 and saved["recipe"] == "smoke" and saved["early_stop_patience"] is None
+    with pytest.raises(SystemExit, match="already holds a run"):
+        main(argv)
+    assert main(["evaluate", "--checkpoint", str(out / "best"), "--data", str(toy)]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert main(["runs", "summarize", str(tmp_path)]) == 0
+    assert "dsm_net" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    with pytest.raises(SystemExit, match=r"missing \(is .* a prepared data set"):
+        main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match="checkpoint file missing"):
+        main(["evaluate", "--checkpoint", str(tmp_path / "none"), "--data", str(tmp_path)])
+
+
+def test_profile_reports_throughput(toy, tmp_path):
+    from dsm.throughput import profile
+
+    p = profile(_cfg(toy, tmp_path / "p"), steps=3, warmup=1)
+    assert p["full_step_images_per_s"] > 0 and p["model_only_images_per_s"] > 0 and 0 < p["ratio"] < 10
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes_stay_in_sync(toy, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29571",
+        "-m",
+        "dsm.train",
+        "--data",
+        str(toy),
+        "--recipe",
+        "smoke",
+        "--epochs",
+        "1",
+        "--input-size",
+        "16",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = load_run(out)
+    assert run["status"] == "finished" and run["world_size"] == 2
+    assert run["ddp_param_max_abs_diff"] == 0.0
