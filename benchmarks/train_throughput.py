@@ -1,0 +1,141 @@
+"""Training throughput on this machine: a naive per-image PIL/DataLoader loop vs the engine's variants.
+
+    python benchmarks/train_throughput.py --data DIR [--steps 20] [--out benchmarks/results/train_throughput]
+
+Each row is images/s of whole training steps of dsm_net (same model maths: training-form
+RepConv branches, AdamW) at the data set's native size. The baseline is what a
+straightforward PyTorch script does: a Dataset that converts each image with PIL and
+torchvision transforms, a DataLoader, NCHW tensors. The engine rows change one thing at
+a time (batched tensor input path, channels_last, batch size, torch.compile, threads).
+Writes a Markdown table and a JSON record (with git commit, device, data manifest hash).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from dsm.bench import device_name
+from dsm.config import recipe
+from dsm.data.format import load_prepared
+from dsm.registry import create_model
+from dsm.runs import git_commit
+from dsm.throughput import profile
+
+
+class PILDataset(Dataset):
+    """The naive input path: one PIL image and one transform pipeline per sample."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
+        self.images, self.labels = images, labels
+        self.tf = v2.Compose(
+            [
+                v2.RandomHorizontalFlip(),
+                v2.PILToTensor(),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize([0.5], [0.5]),
+                v2.RandomErasing(p=0.5),
+            ]
+        )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.tf(Image.fromarray(np.asarray(self.images[i]))), int(self.labels[i])
+
+
+def naive_baseline(data_dir: str, steps: int, batch_size: int = 64, workers: int = 0) -> float:
+    """images/s of a plain DataLoader + PIL loop training dsm_net (training form, NCHW)."""
+    prepared = load_prepared(data_dir)
+    idx = prepared.split_indices("train")
+    loader = DataLoader(
+        PILDataset(prepared.images[idx], prepared.labels[idx]), batch_size, shuffle=True, num_workers=workers
+    )
+    model = create_model("dsm_net", num_classes=len(prepared.classes), in_chans=prepared.channels).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    it = iter(loader)
+    seen, t0 = 0, None
+    for step in range(steps + 3):
+        if step == 3:
+            seen, t0 = 0, time.perf_counter()
+        x, y = next(it)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        seen += len(y)
+    return seen / (time.perf_counter() - t0)
+
+
+VARIANTS = [
+    ("engine: batched tensor input, NCHW, batch 64", {"channels_last": False, "batch_size": 64}),
+    ("+ channels_last", {"channels_last": True, "batch_size": 64}),
+    ("NCHW, batch 128", {"channels_last": False, "batch_size": 128}),
+    ("NCHW, batch 256", {"channels_last": False, "batch_size": 256}),
+    ("NCHW, batch 128, torch.compile", {"channels_last": False, "batch_size": 128, "compile": True}),
+]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--out", default="benchmarks/results/train_throughput")
+    args = p.parse_args()
+    prepared = load_prepared(args.data)
+    size = int(prepared.manifest["image_size"][0])
+    rows = [{"variant": "naive: PIL + DataLoader, NCHW, batch 64", "images_per_s": naive_baseline(args.data, args.steps)}]
+    print(rows[-1], flush=True)
+    for name, opts in VARIANTS:
+        if opts.get("compile") and args.no_compile:
+            continue
+        cfg = recipe("cpu", data=args.data, out="/tmp/dsm-throughput", input_size=size, device="cpu", **opts)
+        r = profile(cfg, steps=args.steps)
+        rows.append({"variant": name, "images_per_s": r["full_step_images_per_s"],
+                     "model_only_images_per_s": r["model_only_images_per_s"], "ratio": r["ratio"]})  # fmt: skip
+        print(rows[-1], flush=True)
+    base = rows[0]["images_per_s"]
+    for r in rows:
+        r["speedup_vs_naive"] = r["images_per_s"] / base
+    record = {
+        "command": f"python benchmarks/train_throughput.py --data {args.data} --steps {args.steps}",
+        "git_commit": git_commit(),
+        "device": device_name("cpu"),
+        "dataset": prepared.manifest.get("dataset"),
+        "manifest_hash": prepared.hash,
+        "image_size": size,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    lines = [
+        f"# Training throughput, dsm_net, {prepared.manifest.get('dataset')} {size}x{size}, {record['device']}",
+        "",
+        f"`{record['command']}` at commit `{record['git_commit']}`, {record['time']}.",
+        "",
+        "| variant | images/s (full step) | model fwd+bwd+update only | ratio | speed-up vs naive |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        mo = f"{r['model_only_images_per_s']:.0f}" if "model_only_images_per_s" in r else ""
+        ratio = f"{r['ratio']:.2f}" if "ratio" in r else ""
+        lines.append(f"| {r['variant']} | {r['images_per_s']:.0f} | {mo} | {ratio} | {r['speedup_vs_naive']:.2f}x |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
