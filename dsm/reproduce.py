@@ -1,0 +1,789 @@
+"""``dsm reproduce``: run every notebook with papermill for each data set, then build the book.
+
+The experiments behind the book are described here as data, so the notebooks only call
+``dsm`` and plot:
+
+* ``Profile`` — how much to run (epochs, synthetic set size, seeds or folds, which
+  modulators and which DSM design ablations, benchmark repetitions). ``smoke`` is for
+  tests (seconds per notebook), ``quick`` is ``make reproduce`` on a laptop CPU (minutes,
+  on the synthetic set), ``full`` is the paper-scale study (a GPU and real data).
+* ``Variant`` — one model to train: model, modulator and their options. Options equal to
+  a default are dropped, so "kernel 7" of the kernel ablation *is* the DSM run of the
+  results table and trains once.
+* ``Experiment`` — a profile applied to one prepared data set and one runs directory:
+  it turns variants into ``TrainConfig``s under ``runs/<dataset>/<profile>/<variant>/<seed>``,
+  trains or reloads them through ``dsm.runs.run_or_load`` (an interrupted reproduction
+  continues where it stopped), and builds the benchmark and accuracy-latency tables.
+
+The driver executes ``notebooks/*.ipynb`` into ``book/results/<dataset>/``, writes a
+"how to prepare it" page for a real data set that is not prepared, regenerates
+``book/_toc.yml`` from what exists and runs ``jupyter-book build``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dsm.bench import BenchConfig
+from dsm.config import TrainConfig, recipe
+from dsm.registry import create_model, list_modulators
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ("dataset_overview", "results", "ablations", "gate_maps", "efficiency")
+NOTEBOOK_TITLES = {
+    "dataset_overview": "Data",
+    "results": "Results",
+    "ablations": "Ablations",
+    "gate_maps": "Gate maps",
+    "efficiency": "Efficiency",
+}
+ALL_MODULATORS = ("none", "dsm", "se", "cbam", "bam", "eca", "ca", "simam", "gam", "lka")
+
+
+# --- data sets -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    title: str
+    real: bool
+    protocol: str  # the protocol the book reports: official | kfold
+    cite: str
+    source_hint: str  # what to pass to the preparer
+
+    @property
+    def prepare_command(self) -> str:
+        if not self.real:
+            return f"python data_scripts/prepare.py synthetic --out data/{self.name}"
+        return f"python data_scripts/prepare.py {self.name} {self.source_hint} --out data/{self.name}"
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    d.name: d
+    for d in (
+        DatasetInfo("fer2013", "FER2013", True, "official", "goodfellow2013challenges", "<fer2013.csv or archive.zip>"),
+        DatasetInfo("rafdb", "RAF-DB", True, "official", "li2017rafdb", "<RAF-DB basic directory or zip>"),
+        DatasetInfo("ckplus", "CK+", True, "kfold", "lucey2010ckplus", "<CK+ release or CK+48 directory/zip>"),
+        DatasetInfo("affectnet", "AffectNet", True, "official", "mollahosseini2019affectnet", "<AffectNet directory>"),
+        DatasetInfo("jaffe", "JAFFE", True, "kfold", "lyons1998jaffe", "<JAFFE directory or zip>"),
+        DatasetInfo("synthetic", "Synthetic (not real faces)", False, "official", "", ""),
+    )
+}
+BOOK_DATASETS = ("fer2013", "rafdb", "ckplus", "affectnet", "synthetic")  # one chapter each, in this order
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+# --- profiles --------------------------------------------------------------------------------------
+
+# DSM design ablations: group -> (where the option goes, option name, values); the paper's choice is a default.
+DESIGN_OPTIONS: dict[str, tuple[str, str, tuple[Any, ...]]] = {
+    "kernel": ("modulator", "kernel_size", (3, 5, 7, 9, 11)),
+    "reduction": ("modulator", "reduction", (2, 4, 8, 16)),
+    "dropout": ("modulator", "dropout", (0.0, 0.1, 0.2, 0.3)),
+    "rep": ("modulator", "rep", (True, False)),
+    "position": ("model", "modulator_after", ([1], [2], [3])),
+}
+
+
+@dataclass
+class Profile:
+    """How much of the study to run. Every field is reported in the book next to the numbers."""
+
+    name: str
+    description: str
+    recipe: str = "cpu"
+    overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields on top of the recipe
+    seeds: tuple[int, ...] = (0,)
+    folds: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)  # k-fold data sets (CK+, JAFFE)
+    synthetic_n: int = 2100
+    synthetic_size: int = 48
+    models: tuple[str, ...] = ("dsm_net",)
+    result_modulators: tuple[str, ...] = ("none", "dsm", "cbam")
+    ablation_modulators: tuple[str, ...] = ALL_MODULATORS
+    design: dict[str, tuple[Any, ...]] = field(default_factory=lambda: {k: v[2] for k, v in DESIGN_OPTIONS.items()})
+    bench_modulators: tuple[str, ...] = ALL_MODULATORS
+    bench_models: tuple[str, ...] = ()
+    bench_runs: int = 100
+    bench_warmup: int = 20
+    bench_threads: int | None = None
+    gate_per_class: int = 2
+    gate_mean_per_class: int = 16
+    sample_per_class: int = 8
+
+    def describe(self) -> str:
+        design = "; ".join(f"{g}: {', '.join(map(str, v))}" for g, v in self.design.items()) or "none"
+        cfg = recipe(self.recipe, **self.overrides)
+        return "\n".join(
+            [
+                f"**Profile `{self.name}`** — {self.description}",
+                "",
+                f"- training: recipe `{self.recipe}` with {json.dumps(self.overrides)} "
+                f"({cfg.epochs} epochs, batch {cfg.batch_size}, input {cfg.input_size}x{cfg.input_size})",
+                f"- repeats: seeds {list(self.seeds)} (k-fold data sets: folds {list(self.folds)})",
+                f"- results: models {list(self.models)}, modulators {list(self.result_modulators)}",
+                f"- modulator comparison: {', '.join(self.ablation_modulators)}",
+                f"- DSM design ablations (paper default in each group shared with the DSM run): {design}",
+                f"- benchmark: {self.bench_runs} timed runs after {self.bench_warmup} warm-up, batch 1",
+            ]
+        )
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        "smoke",
+        "tiny and meaningless: checks that every notebook runs (tests).",
+        recipe="smoke",
+        overrides={"epochs": 1, "batch_size": 16, "limit_train_batches": 2, "device": "cpu", "eval_batch_size": 64},
+        folds=(0,),
+        synthetic_n=140,
+        result_modulators=("dsm", "cbam"),
+        ablation_modulators=("dsm", "se"),
+        design={"kernel": (3,)},
+        bench_modulators=("none", "dsm", "cbam"),
+        bench_runs=3,
+        bench_warmup=1,
+        gate_per_class=1,
+        gate_mean_per_class=2,
+        sample_per_class=3,
+    ),
+    "quick": Profile(
+        "quick",
+        "a few CPU minutes on the synthetic set: short training, a subset of the ablations, one seed. "
+        "It shows the pipeline end to end; its numbers are not the paper's.",
+        recipe="cpu",
+        overrides={"epochs": 3, "batch_size": 64, "ema_decay": None, "warmup_epochs": 0.3, "device": "cpu"},
+        folds=(0, 1),
+        synthetic_n=1400,
+        result_modulators=("none", "dsm", "cbam"),
+        ablation_modulators=("none", "dsm", "se", "cbam", "eca", "simam"),
+        design={"kernel": (3, 7, 11), "rep": (True, False), "position": ([1], [2])},
+        bench_runs=30,
+        bench_warmup=5,
+        bench_models=("timm:resnet18", "timm:mobilenetv3_small_100"),
+    ),
+    "full": Profile(
+        "full",
+        "the paper-scale study: the authors' recipe, every modulator, every design ablation, three seeds "
+        "(ten folds on CK+). Meant for a GPU.",
+        recipe="paper",
+        overrides={"device": "auto"},
+        seeds=(0, 1, 2),
+        bench_models=("timm:resnet18", "timm:mobilenetv3_small_100", "timm:efficientnet_b0"),
+        gate_per_class=3,
+        gate_mean_per_class=64,
+    ),
+}
+
+
+def get_profile(profile: str | Profile) -> Profile:
+    if isinstance(profile, Profile):
+        return profile
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+    return PROFILES[profile]
+
+
+# --- variants --------------------------------------------------------------------------------------
+
+
+def _defaults(fn: Any) -> dict[str, Any]:
+    return {
+        k: p.default for k, p in inspect.signature(fn).parameters.items() if p.default is not inspect.Parameter.empty
+    }
+
+
+def _same(a: Any, b: Any) -> bool:
+    norm = lambda v: list(v) if isinstance(v, tuple | list) else v  # noqa: E731
+    return norm(a) == norm(b)
+
+
+def _drop_defaults(opts: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in opts.items() if not (k in defaults and _same(defaults[k], v))}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One network to train: model + modulator + options (defaults dropped)."""
+
+    model: str = "dsm_net"
+    modulator: str = "dsm"
+    modulator_opts: tuple[tuple[str, Any], ...] = ()
+    model_opts: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def make(
+        cls,
+        model: str = "dsm_net",
+        modulator: str | None = "dsm",
+        modulator_opts: Mapping[str, Any] | None = None,
+        model_opts: Mapping[str, Any] | None = None,
+    ) -> Variant:
+        modulator = modulator or "none"
+        mod_opts = dict(modulator_opts or {})
+        if modulator == "dsm":
+            from dsm.modulators.dsm import DecomposedSpatialModulator
+
+            mod_opts = _drop_defaults(mod_opts, _defaults(DecomposedSpatialModulator.__init__))
+        m_opts = dict(model_opts or {})
+        if model == "dsm_net":
+            from dsm.models.dsm_net import DSMNet
+
+            m_opts = _drop_defaults(m_opts, _defaults(DSMNet.__init__))
+        freeze = lambda d: tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in d.items()))  # noqa: E731
+        return cls(model, modulator, freeze(mod_opts), freeze(m_opts))
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in (*self.modulator_opts, *self.model_opts)}
+
+    @property
+    def name(self) -> str:
+        """Directory name and table label, e.g. ``dsm``, ``dsm-kernel_size=3``, ``timm-resnet18-none``."""
+        base = self.modulator if self.model == "dsm_net" else f"{self.model.replace(':', '-')}-{self.modulator}"
+        opts = "-".join(f"{k}={_fmt(v)}" for k, v in sorted(self.options.items()))
+        return base + (f"-{opts}" if opts else "")
+
+    def train_fields(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "modulator": self.modulator,
+            "modulator_opts": {k: v for k, v in self.options.items() if k in dict(self.modulator_opts)},
+            "model_opts": {k: v for k, v in self.options.items() if k in dict(self.model_opts)},
+        }
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, list | tuple):
+        return ",".join(map(str, v))
+    return str(v)
+
+
+def design_variants(design: Mapping[str, Iterable[Any]]) -> dict[str, list[Variant]]:
+    """DSM design ablation groups -> variants (the paper's value of each group is the plain DSM variant)."""
+    groups: dict[str, list[Variant]] = {}
+    for group, values in design.items():
+        where, opt, _ = DESIGN_OPTIONS[group]
+        groups[group] = [
+            Variant.make(modulator_opts={opt: v}) if where == "modulator" else Variant.make(model_opts={opt: v})
+            for v in values
+        ]
+    return groups
+
+
+class OptsBenchConfig(BenchConfig):
+    """A ``BenchConfig`` that also carries the model and modulator options of a ``Variant``."""
+
+    def __init__(self, variant: Variant, input_size: int, in_chans: int, num_classes: int) -> None:
+        super().__init__(variant.model, variant.modulator, input_size, in_chans, num_classes)
+        self.variant = variant
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant.name}@{self.in_chans}x{self.input_size}"
+
+    def build(self) -> Any:
+        kw = self.variant.train_fields()
+        kwargs = {"num_classes": self.num_classes, "in_chans": self.in_chans, "modulator": kw["modulator"]}
+        if kw["modulator_opts"]:
+            kwargs["modulator_opts"] = kw["modulator_opts"]
+        return create_model(self.model, **kwargs, **kw["model_opts"])
+
+
+# --- one profile on one data set --------------------------------------------------------------------
+
+
+@dataclass
+class Experiment:
+    """A profile applied to one prepared data set, with its runs under ``runs_dir``."""
+
+    profile: Profile
+    dataset: str
+    data_dir: Path
+    runs_dir: Path
+
+    @classmethod
+    def create(
+        cls, profile: str | Profile, dataset: str, data_dir: str | os.PathLike, runs_dir: str | os.PathLike
+    ) -> Experiment:
+        return cls(get_profile(profile), dataset, Path(data_dir).resolve(), Path(runs_dir).resolve())
+
+    @property
+    def info(self) -> DatasetInfo:
+        return DATASETS.get(self.dataset, DatasetInfo(self.dataset, self.dataset, True, "official", "", ""))
+
+    # variants
+    def result_variants(
+        self, models: Sequence[str] | None = None, modulators: Sequence[str] | None = None
+    ) -> list[Variant]:
+        models = models or self.profile.models
+        modulators = modulators or self.profile.result_modulators
+        return [Variant.make(model=m, modulator=mod) for m in models for mod in modulators]
+
+    def ablation_variants(self) -> dict[str, list[Variant]]:
+        """Group -> variants: ``modulators`` (every compared modulator in dsm_net), then the DSM design groups."""
+        groups = {"modulators": [Variant.make(modulator=m) for m in self.profile.ablation_modulators]}
+        return groups | design_variants(self.profile.design)
+
+    def gate_map_variants(self) -> list[Variant]:
+        return [Variant.make(modulator="dsm"), Variant.make(modulator="cbam")]
+
+    def all_variants(self) -> list[Variant]:
+        out = self.result_variants() + [v for vs in self.ablation_variants().values() for v in vs]
+        return list(dict.fromkeys(out))
+
+    # configs and runs
+    def repeats(self) -> list[tuple[str, dict[str, Any]]]:
+        """(directory name, TrainConfig changes) per repeat: seeds, or folds on a k-fold data set."""
+        if self.info.protocol == "kfold":
+            return [(f"fold{k}", {"protocol": "kfold", "fold": k}) for k in self.profile.folds]
+        return [(f"seed{s}", {"seed": s}) for s in self.profile.seeds]
+
+    def configs(self, variant: Variant) -> list[TrainConfig]:
+        base = {**self.profile.overrides, **variant.train_fields(), "data": str(self.data_dir)}
+        return [
+            recipe(self.profile.recipe, **base, **changes, out=str(self.runs_dir / variant.name / name))
+            for name, changes in self.repeats()
+        ]
+
+    def run(self, variants: Iterable[Variant], log: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+        """Train (or reload finished) runs of every variant and repeat; returns their run records.
+
+        Training output goes to ``runs_dir/train.log``; one line per run is printed.
+        """
+        from dsm.runs import run_or_load
+
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        log_path = Path(log) if log else self.runs_dir / "train.log"
+        runs = []
+        for variant in dict.fromkeys(variants):
+            for cfg in self.configs(variant):
+                t0 = time.perf_counter()
+                finished = _is_finished(cfg)
+                with open(log_path, "a") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+                    print(f"== {cfg.out} ({time.strftime('%Y-%m-%d %H:%M:%S')})", flush=True)
+                    run = run_or_load(cfg)
+                run["variant"] = variant.name
+                what = "loaded" if finished else f"trained in {time.perf_counter() - t0:.0f} s"
+                acc = (run.get("test_metrics") or run.get("val_metrics") or {}).get("accuracy", float("nan"))
+                print(f"{variant.name:<28} {Path(cfg.out).name:<7} {what:<18} accuracy {acc:.4f}")
+                runs.append(run)
+        return runs
+
+    def load(self, variants: Iterable[Variant]) -> list[dict[str, Any]]:
+        """The finished runs of ``variants`` that exist (nothing is trained)."""
+        from dsm.runs import load_run
+
+        runs = []
+        for variant in dict.fromkeys(variants):
+            for cfg in self.configs(variant):
+                if _is_finished(cfg):
+                    run = load_run(cfg.out)
+                    run["variant"] = variant.name
+                    runs.append(run)
+        return runs
+
+    def summary(self, runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+        """``dsm.runs.summarize`` of ``runs`` with a ``variant`` column, in the order given."""
+        from dsm.runs import summarize
+
+        df = summarize([r["run_dir"] for r in runs])
+        if df.empty:
+            return df
+        by_dir = {str(r["run_dir"]): r["variant"] for r in runs}
+        df.insert(0, "variant", [by_dir.get(str(rs[0]), "") for rs in df["runs"]])
+        return df
+
+    def table(self, runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+        """The results table of ``runs``: variant, metrics in % (mean ± std), run record paths."""
+        from dsm.viz import results_table
+
+        labels = {str(r["run_dir"]): r["variant"] for r in runs}
+        return results_table(self.summary(runs), labels)
+
+    def ablation_table(self, groups: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.DataFrame:
+        """One table over ablation groups (``{group: runs}``), with a ``group`` column first."""
+        parts = [self.table(runs).assign(group=group) for group, runs in groups.items() if runs]
+        if not parts:
+            return pd.DataFrame()
+        df = pd.concat(parts, ignore_index=True)
+        return df[["group", *[c for c in df.columns if c != "group"]]]
+
+    @staticmethod
+    def per_variant(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Variant name -> its first repeat's run (for curves and confusion matrices)."""
+        out: dict[str, dict[str, Any]] = {}
+        for r in runs:
+            out.setdefault(r["variant"], dict(r))
+        return out
+
+    def first(self, runs: Sequence[Mapping[str, Any]], variant: Variant | str) -> dict[str, Any]:
+        """The first repeat's run of ``variant`` among ``runs``."""
+        name = variant if isinstance(variant, str) else variant.name
+        for r in runs:
+            if r["variant"] == name:
+                return dict(r)
+        raise KeyError(f"no run of variant {name!r}")
+
+    @staticmethod
+    def load_best(run: Mapping[str, Any], device: str = "cpu") -> tuple[Any, dict[str, Any]]:
+        """(eval model, checkpoint info) of a run's best checkpoint."""
+        from dsm.checkpoint import load_model
+
+        return load_model(Path(run["run_dir"]) / "best", device)
+
+    # efficiency
+    def input_spec(self) -> tuple[int, int, int]:
+        """(in_chans, input_size, num_classes) the runs of this experiment use."""
+        from dsm.data.format import load_prepared
+
+        data = load_prepared(self.data_dir)
+        cfg = recipe(self.profile.recipe, **self.profile.overrides)
+        return cfg.in_chans or data.channels, cfg.input_size, len(data.classes)
+
+    def bench_configs(self) -> list[BenchConfig]:
+        """The profile's modulators in dsm_net, its DSM design variants and its reference models."""
+        chans, size, ncls = self.input_spec()
+        variants = [Variant.make(modulator=m) for m in self.profile.bench_modulators if m in list_modulators()]
+        variants += [v for vs in design_variants(self.profile.design).values() for v in vs]
+        variants += [Variant.make(model=m, modulator="none") for m in self.profile.bench_models]
+        return [OptsBenchConfig(v, size, chans, ncls) for v in dict.fromkeys(variants)]
+
+    def accuracy_latency(self, bench_results: Sequence[Any]) -> pd.DataFrame:
+        """One row per benchmarked variant that has finished runs: latency, MACs, params and test accuracy."""
+        runs = self.load(self.all_variants())
+        summary = self.summary(runs)
+        rows = []
+        for res in bench_results:
+            variant = res.name.rsplit("@", 1)[0]
+            match = summary[summary["variant"] == variant] if not summary.empty else summary
+            if match.empty:
+                continue
+            s = match.iloc[0]
+            rows.append(
+                {
+                    "label": variant,
+                    "modulator": res.modulator,
+                    "latency_ms": res.latency_ms_median,
+                    "macs": res.macs,
+                    "params": res.params_deploy,
+                    "accuracy": s["accuracy_mean"],
+                    "accuracy_std": s["accuracy_std"],
+                    "balanced_accuracy": s["balanced_accuracy_mean"],
+                    "n_runs": int(s["n_runs"]),
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def describe(self) -> str:
+        """Markdown: what this profile ran on this data set."""
+        head = f"Data set **{self.info.title}** (`{self.dataset}`), reported protocol: {self.info.protocol}."
+        if not self.info.real:
+            head = (
+                "These numbers come from the **synthetic** data set (procedural faces, not real people): "
+                "they test the pipeline, they say nothing about facial-expression recognition. " + head
+            )
+        return head + "\n\n" + self.profile.describe()
+
+
+def _is_finished(cfg: TrainConfig) -> bool:
+    path = Path(cfg.out) / "run.json"
+    if not path.is_file():
+        return False
+    try:
+        run = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return False
+    return run.get("status") == "finished" and run.get("config") == cfg.to_dict()
+
+
+def banner(dataset: str) -> str:
+    """A Markdown admonition for the top of every results notebook of ``dataset``."""
+    info = DATASETS.get(dataset)
+    if info is not None and not info.real:
+        return (
+            "```{warning}\nSynthetic data: procedurally drawn faces, not photographs of people. These results check "
+            "that the pipeline runs end to end; they are not facial-expression-recognition results and must not be "
+            "compared with the paper's numbers.\n```"
+        )
+    title = info.title if info else dataset
+    return f"```{{note}}\nResults on **{title}**, computed by this repository's pipeline (see the run records).\n```"
+
+
+# --- the driver --------------------------------------------------------------------------------------
+
+
+def synthetic_dir(data_root: Path, profile: Profile) -> Path:
+    default = PROFILES["quick"].synthetic_n
+    return data_root / ("synthetic" if profile.synthetic_n == default else f"synthetic-{profile.synthetic_n}")
+
+
+def ensure_synthetic(out: Path, profile: Profile, seed: int = 0) -> Path:
+    """Prepare the embedded synthetic data set at ``out`` unless it is there already."""
+    if (out / "manifest.json").is_file():
+        return out
+    print(f"preparing the synthetic data set ({profile.synthetic_n} images) in {out}", flush=True)
+    try:
+        from dsm.data import prepare_dataset
+    except ImportError:  # the generic entry point is optional; the synthetic preparer is enough
+        from dsm.data.synthetic import prepare
+
+        prepare(None, out, n=profile.synthetic_n, seed=seed, size=profile.synthetic_size, progress=False)
+    else:
+        prepare_dataset("synthetic", None, out, n=profile.synthetic_n, seed=seed, size=profile.synthetic_size)
+    return out
+
+
+def not_prepared_page(info: DatasetInfo, expected: Path) -> str:
+    return f"""# {info.title}: not prepared
+
+When this book was built, no prepared {info.title} was found at `{expected}`
+(no `manifest.json` there), so this chapter has no results yet. {info.title} cannot be
+redistributed: obtain it from its authors {{cite:p}}`{info.cite}`, then prepare it once and
+reproduce:
+
+```bash
+{info.prepare_command}
+make reproduce DATASETS=synthetic,{info.name} PROFILE=quick   # or: dsm reproduce --datasets {info.name}
+```
+
+The preparer checks the image counts against the official release and writes
+`data/{info.name}/manifest.json`; `dsm reproduce` then finds it (or pass `--data-root`,
+or set `DSM_DATA_ROOT`).
+"""
+
+
+def execute_notebook(
+    name: str, out: Path, parameters: Mapping[str, Any], title: str, notebooks_dir: Path = REPO / "notebooks"
+) -> Path:
+    """Run ``notebooks/<name>.ipynb`` with papermill into ``out``; fails (raises) if any cell fails."""
+    import nbformat
+    import papermill as pm
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(
+        str(notebooks_dir / f"{name}.ipynb"),
+        str(out),
+        parameters=dict(parameters),
+        kernel_name="python3",
+        cwd=str(Path.cwd()),
+        progress_bar=False,
+        log_output=False,
+        report_mode=False,
+    )
+    nb = nbformat.read(str(out), as_version=4)
+    _clean(nb, title)
+    nbformat.write(nb, str(out))
+    return out
+
+
+def _clean(nb: Any, title: str) -> None:
+    """Give the executed notebook its page title and drop stderr noise (warnings, progress bars)."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and cell.source.lstrip().startswith("# "):
+            first, _, rest = cell.source.lstrip().partition("\n")
+            cell.source = f"# {title}\n{rest}"
+            break
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [
+                o
+                for o in cell.outputs
+                if not (o.get("output_type") == "stream" and o.get("name") == "stderr")
+                and "application/vnd.jupyter.widget-view+json" not in o.get("data", {})
+            ]
+
+
+def write_toc(book_dir: Path) -> Path:
+    """``_toc.yml`` from the static pages and whatever ``book/results/<dataset>/`` holds."""
+    results = book_dir / "results"
+
+    def sections(dataset: str, names: Sequence[str]) -> list[str]:
+        out = [f"results/{dataset}/{n}" for n in names if (results / dataset / f"{n}.ipynb").is_file()]
+        if not out and (results / dataset / "not_prepared.md").is_file() and names[0] == "dataset_overview":
+            out = [f"results/{dataset}/not_prepared"]
+        return out
+
+    def chapter(file: str, secs: list[str]) -> list[str]:
+        lines = [f"      - file: {file}"]
+        if secs:
+            lines.append("        sections:")
+            lines += [f"          - file: {s}" for s in secs]
+        return lines
+
+    lines = [
+        "# Generated by `dsm reproduce` (dsm.reproduce.write_toc) from book/results/; edit the code, not this file.",
+        "format: jb-book",
+        "root: intro",
+        "parts:",
+        "  - caption: The method",
+        "    chapters:",
+        *chapter("method", []),
+        *chapter("protocols", []),
+        "  - caption: Data sets and results",
+        "    chapters:",
+    ]
+    for ds in BOOK_DATASETS:
+        lines += chapter(f"datasets/{ds}", sections(ds, ["dataset_overview", "results"]))
+    lines += ["  - caption: Studies", "    chapters:"]
+    for page, nb in (("ablations", "ablations"), ("efficiency", "efficiency"), ("gate_maps", "gate_maps")):
+        lines += chapter(page, [s for ds in BOOK_DATASETS for s in sections(ds, [nb])])
+    lines += ["  - caption: Practice", "    chapters:"]
+    for page in ("using", "reproduce", "references"):
+        lines += chapter(page, [])
+    path = book_dir / "_toc.yml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_figures(book_dir: Path) -> None:
+    from dsm.viz import dsm_diagram
+
+    (book_dir / "figures").mkdir(parents=True, exist_ok=True)
+    dsm_diagram().savefig(book_dir / "figures" / "dsm_module.png", dpi=110, bbox_inches="tight")
+
+
+def build_book(book_dir: Path, strict: bool = True) -> int:
+    exe = Path(sys.executable).with_name("jupyter-book")
+    cmd = [str(exe) if exe.exists() else "jupyter-book", "build", str(book_dir)]
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    print("$ " + " ".join(cmd), flush=True)
+    return subprocess.run(cmd).returncode
+
+
+def _relative(path: Path) -> str:
+    """``path`` relative to the working directory when below it (keeps executed notebooks machine-independent)."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def reproduce_dataset(
+    dataset: str,
+    profile: Profile,
+    data_dir: Path,
+    runs_dir: Path,
+    book_dir: Path,
+    notebooks: Sequence[str] = NOTEBOOKS,
+) -> list[Path]:
+    info = dataset_info(dataset)
+    out_dir = book_dir / "results" / dataset
+    params = {
+        "dataset": dataset,
+        "data_dir": _relative(data_dir),
+        "profile": profile.name,
+        "runs_dir": _relative(runs_dir),
+    }
+    done = []
+    for name in notebooks:
+        t0 = time.perf_counter()
+        print(f"[{dataset}] {name} ...", flush=True)
+        title = f"{NOTEBOOK_TITLES[name]}: {info.title}"
+        done.append(execute_notebook(name, out_dir / f"{name}.ipynb", params, title))
+        print(f"[{dataset}] {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+    stale = out_dir / "not_prepared.md"
+    if stale.exists():
+        stale.unlink()
+    return done
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--datasets", default="synthetic", help="comma list (default: synthetic); e.g. synthetic,fer2013")
+    p.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="how much to run (default: quick)")
+    p.add_argument(
+        "--data-root", default=None, help="prepared data sets as ROOT/<dataset>/ (default: $DSM_DATA_ROOT or ./data)"
+    )
+    p.add_argument(
+        "--data-dir", action="append", default=[], metavar="NAME=DIR", help="a prepared data set elsewhere (repeatable)"
+    )
+    p.add_argument(
+        "--runs-root", default=None, help="runs as ROOT/<dataset>/<profile>/ (default: $DSM_RUNS_ROOT or ./runs)"
+    )
+    p.add_argument("--book", default="book", help="the book's source directory (default: book)")
+    p.add_argument("--notebooks", default=",".join(NOTEBOOKS), help="comma list of notebooks to run (default: all)")
+    p.add_argument("--no-build", action="store_true", help="run the notebooks but do not build the book")
+    p.add_argument("--no-strict", action="store_true", help="build the book without -W -n (warnings not fatal)")
+
+
+def run(args: argparse.Namespace) -> int:
+    t_start = time.perf_counter()
+    profile = get_profile(args.profile)
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    for d in datasets:
+        dataset_info(d)
+    notebooks = [n.strip() for n in args.notebooks.split(",") if n.strip()]
+    unknown = set(notebooks) - set(NOTEBOOKS)
+    if unknown:
+        raise SystemExit(f"unknown notebooks {sorted(unknown)}; choose from {', '.join(NOTEBOOKS)}")
+    data_root = Path(args.data_root or os.environ.get("DSM_DATA_ROOT") or "data")
+    runs_root = Path(args.runs_root or os.environ.get("DSM_RUNS_ROOT") or "runs")
+    explicit = dict(item.split("=", 1) for item in args.data_dir)
+    book_dir = Path(args.book)
+    if not (book_dir / "intro.md").is_file():
+        raise SystemExit(f"{book_dir}: not the book's source directory (no intro.md)")
+
+    write_figures(book_dir)
+    for dataset in datasets:
+        info = dataset_info(dataset)
+        if dataset in explicit:
+            data_dir = Path(explicit[dataset])
+        elif info.real:
+            data_dir = data_root / dataset
+        else:
+            data_dir = ensure_synthetic(synthetic_dir(data_root, profile), profile)
+        if not (data_dir / "manifest.json").is_file():
+            out_dir = book_dir / "results" / dataset
+            if any(out_dir.glob("*.ipynb")):
+                print(f"[{dataset}] {data_dir}/manifest.json not found; keeping the results already in {out_dir}")
+                continue
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "not_prepared.md").write_text(not_prepared_page(info, data_dir / "manifest.json"))
+            print(f"[{dataset}] skipped: {data_dir}/manifest.json not found; wrote {out_dir}/not_prepared.md")
+            continue
+        runs_dir = runs_root / dataset / profile.name
+        reproduce_dataset(dataset, profile, data_dir, runs_dir, book_dir, notebooks)
+    write_toc(book_dir)
+    rc = 0 if args.no_build else build_book(book_dir, strict=not args.no_strict)
+    print(f"dsm reproduce: {time.perf_counter() - t_start:.0f} s, book {'built' if rc == 0 else 'FAILED'}", flush=True)
+    return rc
+
+
+def copy_book(dest: Path, book_dir: Path = REPO / "book") -> Path:
+    """A copy of the book (and the root ``_config.yml``) under ``dest``, for test builds: ``dest/book``."""
+    shutil.copy2(REPO / "_config.yml", dest / "_config.yml")
+    shutil.copytree(book_dir, dest / "book", ignore=shutil.ignore_patterns("_build", "results"))
+    return dest / "book"
+
+
+__all__ = [
+    "DATASETS",
+    "PROFILES",
+    "Experiment",
+    "Profile",
+    "Variant",
+    "banner",
+    "get_profile",
+    "run",
+]

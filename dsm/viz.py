@@ -1,0 +1,469 @@
+"""Plots, tables and attention maps for the notebooks and the book.
+
+Every figure-making function returns a matplotlib ``Figure`` (nothing is shown or saved
+here), every table function a pandas ``DataFrame``, so the notebooks stay one call per
+cell. Attention helpers take uint8 images as stored in a prepared data set and return
+float maps in [0, 1] at the images' own resolution, ready to overlay:
+
+* ``gate_maps`` — the DSM gate ``sigmoid(h(D(g(X))))`` read straight from the module;
+* ``gradcam`` — Grad-CAM (:mod:`pytorch_grad_cam`) of any model, by default on the last
+  feature map before global pooling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+from dsm.preprocess import to_model_input
+
+METRIC_LABELS = {"accuracy": "Accuracy", "balanced_accuracy": "Balanced acc.", "macro_f1": "Macro-F1"}
+
+
+def setup(dpi: int = 80) -> None:
+    """One plotting style for every notebook (small PNGs keep executed notebooks light)."""
+    import seaborn as sns
+
+    sns.set_theme(context="notebook", style="whitegrid")
+    plt.rcParams.update({"figure.dpi": dpi, "savefig.dpi": dpi, "figure.max_open_warning": 0})
+
+
+def short_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the working directory when it lies below it, else absolute."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
+def _done(fig: Figure) -> Figure:
+    """Lay out and detach from pyplot: the notebook shows the returned figure once, not twice."""
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def _gray(img: np.ndarray) -> tuple[np.ndarray, str | None]:
+    return (img, "gray") if img.ndim == 2 else (img, None)
+
+
+# --- data sets ---------------------------------------------------------------------------------
+
+
+def counts_table(prepared: Any) -> pd.DataFrame:
+    """Images per class (rows) and split (columns), with totals, from the manifest."""
+    counts = prepared.manifest["class_counts"]
+    df = pd.DataFrame({split: counts[split] for split in counts}).reindex(prepared.classes).fillna(0).astype(int)
+    df = df.loc[:, [c for c in df.columns if df[c].sum() > 0]]
+    df["total"] = df.sum(axis=1)
+    df.loc["total"] = df.sum(axis=0)
+    df.index.name = "class"
+    return df
+
+
+def plot_class_counts(prepared: Any) -> Figure:
+    """Bar chart of images per class, one bar colour per split."""
+    df = counts_table(prepared).drop(index="total", columns="total")
+    fig, ax = plt.subplots(figsize=(7, 3))
+    df.plot.bar(ax=ax, width=0.8)
+    ax.set_xlabel("")
+    ax.set_ylabel("images")
+    ax.set_title(f"{prepared.manifest['dataset']}: images per class and split")
+    ax.tick_params(axis="x", rotation=30)
+    return _done(fig)
+
+
+def pick_images(prepared: Any, split: str = "test", per_class: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``per_class`` images of each class from ``split`` (random, reproducible): (uint8 images, labels)."""
+    rng = np.random.default_rng(seed)
+    idx = prepared.split_indices(split)
+    if len(idx) == 0:
+        idx = np.arange(len(prepared.labels))
+    labels = np.asarray(prepared.labels)[idx]
+    chosen = []
+    for c in range(len(prepared.classes)):
+        pool = idx[labels == c]
+        if len(pool):
+            chosen.extend(sorted(rng.choice(pool, size=min(per_class, len(pool)), replace=False)))
+    chosen = np.asarray(chosen, dtype=np.int64)
+    return np.asarray(prepared.images[chosen]), np.asarray(prepared.labels)[chosen]
+
+
+def sample_grid(prepared: Any, per_class: int = 8, split: str = "train", seed: int = 0) -> Figure:
+    """A grid of ``per_class`` random images per class (rows = classes)."""
+    images, labels = pick_images(prepared, split, per_class, seed)
+    classes = prepared.classes
+    rows = [c for c in range(len(classes)) if (labels == c).any()]
+    fig, axes = plt.subplots(len(rows), per_class, figsize=(per_class * 0.9, len(rows) * 0.95), squeeze=False)
+    for r, c in enumerate(rows):
+        imgs = images[labels == c]
+        for j in range(per_class):
+            ax = axes[r, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if j < len(imgs):
+                img, cmap = _gray(imgs[j])
+                ax.imshow(img, cmap=cmap, vmin=0, vmax=255)
+        axes[r, 0].set_ylabel(classes[c], rotation=0, ha="right", va="center", fontsize=9)
+    fig.suptitle(f"{prepared.manifest['dataset']}: {per_class} {split} images per class", fontsize=10)
+    return _done(fig)
+
+
+# --- results tables and plots --------------------------------------------------------------------
+
+
+def _pm(mean: float, std: float) -> str:
+    if std is None or (isinstance(std, float) and np.isnan(std)):
+        return f"{100 * mean:.2f}"
+    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def _label(row: Mapping[str, Any]) -> str:
+    opts = json.loads(row["options"]) if isinstance(row.get("options"), str) else row.get("options") or {}
+    extra = ", ".join(f"{k}={v}" for k, v in sorted(opts.items()))
+    return f"{row['modulator']}" + (f" ({extra})" if extra else "")
+
+
+def results_table(summary: pd.DataFrame, labels: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Accuracy / balanced accuracy / macro-F1 in % as "mean ± std" over ``n_runs``, one row per group,
+    with the run records behind each row. ``summary`` is ``dsm.runs.summarize(...)``; ``labels`` maps a
+    run directory to the row's name (default: the modulator and its options)."""
+    if summary.empty:
+        return pd.DataFrame(columns=["model", *METRIC_LABELS.values(), "runs", "run records"])
+    rows = []
+    for _, r in summary.iterrows():
+        name = next((labels[str(d)] for d in r["runs"] if labels and str(d) in labels), None) or _label(r)
+        rows.append(
+            {
+                "model": r["model"],
+                "variant": name,
+                **{lab: _pm(r[f"{m}_mean"], r[f"{m}_std"]) for m, lab in METRIC_LABELS.items()},
+                "split": r["split"],
+                "runs": int(r["n_runs"]),
+                "run records": "; ".join(short_path(Path(d) / "run.json") for d in r["runs"]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def run_metrics(run: Mapping[str, Any]) -> dict[str, Any]:
+    """The test metrics of a run record (its validation metrics when the data set has no test split)."""
+    return dict(run.get("test_metrics") or run["val_metrics"])
+
+
+def per_class_compare(runs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Test recall per class (%) of several runs side by side; ``runs``: label -> run record."""
+    cols = {}
+    for label, run in runs.items():
+        m = run_metrics(run)
+        cols[label] = {c: round(100 * m["per_class_recall"][c], 2) for c in m["classes"]}
+    df = pd.DataFrame(cols)
+    df.index.name = "recall (%)"
+    return df
+
+
+def per_class_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    """Recall per class of one evaluation (``test_metrics`` of a run record), in %."""
+    recall = metrics["per_class_recall"]
+    cm = np.asarray(metrics["confusion_matrix"])
+    return pd.DataFrame(
+        {"recall (%)": [round(100 * recall[c], 2) for c in metrics["classes"]], "test images": cm.sum(axis=1)},
+        index=pd.Index(metrics["classes"], name="class"),
+    )
+
+
+def plot_confusion(
+    cm: Sequence[Sequence[int]], classes: Sequence[str], normalize: bool = True, title: str = ""
+) -> Figure:
+    """Seaborn heat map of a confusion matrix (rows: true class, columns: predicted); row-normalised by default."""
+    import seaborn as sns
+
+    cm = np.asarray(cm, dtype=float)
+    data = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
+    fig, ax = plt.subplots(figsize=(0.75 * len(classes) + 2, 0.65 * len(classes) + 1.4))
+    sns.heatmap(
+        data, annot=True, fmt=".2f" if normalize else ".0f", cmap="Blues", vmin=0, vmax=1 if normalize else None,
+        xticklabels=classes, yticklabels=classes, cbar=False, ax=ax, annot_kws={"size": 8},
+    )  # fmt: skip
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.tick_params(axis="x", rotation=45)
+    ax.tick_params(axis="y", rotation=0)
+    ax.set_title(title or ("confusion matrix (row-normalised)" if normalize else "confusion matrix"), fontsize=10)
+    return _done(fig)
+
+
+def plot_curves(frames: pd.DataFrame | Mapping[str, pd.DataFrame]) -> Figure:
+    """Per-epoch training loss, validation loss and validation accuracy; one line per run.
+
+    ``frames`` is ``dsm.runs.epochs_frame(run)`` or a mapping label -> such a frame.
+    """
+    if isinstance(frames, pd.DataFrame):
+        frames = {"run": frames}
+    panels = [("train_loss", "training loss"), ("val_loss", "validation loss"), ("val_acc", "validation accuracy")]
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3))
+    for label, df in frames.items():
+        for ax, (col, _) in zip(axes, panels, strict=True):
+            if col in df:
+                ax.plot(df["epoch"], df[col], marker="o", ms=3, label=label)
+    for ax, (_, title) in zip(axes, panels, strict=True):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[-1].legend(fontsize=8, loc="lower right")
+    return _done(fig)
+
+
+def plot_metric_bars(table: pd.DataFrame, metric: str = "Accuracy", title: str = "") -> Figure:
+    """Horizontal bars of one "mean ± std" column of ``results_table`` (error bar = std)."""
+    parts = table[metric].str.split(" ± ", expand=True, regex=False)
+    mean = parts[0].astype(float)
+    std = parts[1].astype(float) if parts.shape[1] > 1 else pd.Series(0.0, index=table.index)
+    fig, ax = plt.subplots(figsize=(6, 0.32 * len(table) + 1.0))
+    ax.barh(table["variant"], mean, xerr=std.fillna(0.0), color="tab:blue", alpha=0.8)
+    ax.invert_yaxis()
+    lo = max(0.0, float(mean.min()) - 10)
+    ax.set_xlim(lo, min(100.0, float((mean + std.fillna(0)).max()) + 3))
+    ax.set_xlabel(f"{metric} (%)")
+    ax.set_title(title, fontsize=10)
+    return _done(fig)
+
+
+def plot_ablation_groups(table: pd.DataFrame, metric: str = "Accuracy") -> Figure:
+    """One small bar chart per ablation group of ``Experiment.ablation_table`` (error bars = std)."""
+    groups = list(dict.fromkeys(table["group"]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups) + 0.5, 3), squeeze=False)
+    for ax, group in zip(axes[0], groups, strict=True):
+        part = table[table["group"] == group]
+        vals = part[metric].str.split(" ± ", expand=True, regex=False)
+        mean = vals[0].astype(float).to_numpy()
+        std = vals[1].astype(float).fillna(0.0).to_numpy() if vals.shape[1] > 1 else np.zeros(len(part))
+        ax.bar(range(len(part)), mean, yerr=std, color="tab:blue", alpha=0.8)
+        ax.set_xticks(range(len(part)))
+        ax.set_xticklabels([v.replace("dsm-", "") for v in part["variant"]], rotation=45, ha="right", fontsize=8)
+        ax.set_ylim(max(0.0, float(mean.min()) - 10), min(100.0, float((mean + std).max()) + 3))
+        ax.set_title(group, fontsize=10)
+    axes[0, 0].set_ylabel(f"{metric} (%)")
+    return _done(fig)
+
+
+# --- efficiency ------------------------------------------------------------------------------------
+
+
+def bench_table(results: Sequence[Any]) -> pd.DataFrame:
+    """``dsm.bench.compare`` results as a table: params (M), MACs (M), latency median / IQR (ms)."""
+    rows = []
+    for r in results:
+        d = r.to_dict() if hasattr(r, "to_dict") else dict(r)
+        rows.append(
+            {
+                "config": d["name"],
+                "model": d["model"],
+                "modulator": d["modulator"],
+                "params (M)": round(d["params"] / 1e6, 4),
+                "params deployed (M)": round(d["params_deploy"] / 1e6, 4),
+                "MACs (M)": round(d["macs"] / 1e6, 2),
+                "latency median (ms)": None if d["latency_ms_median"] is None else round(d["latency_ms_median"], 3),
+                "latency IQR (ms)": None if d["latency_ms_iqr"] is None else round(d["latency_ms_iqr"], 3),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def plot_accuracy_latency(points: pd.DataFrame, title: str = "") -> Figure:
+    """Accuracy (mean ± std over runs) against batch-1 latency; ``points`` from
+    ``dsm.reproduce.accuracy_latency`` (columns label, latency_ms, accuracy, accuracy_std, macs)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    if not points.empty:
+        acc, err = 100 * points["accuracy"], 100 * points["accuracy_std"].fillna(0.0)
+        sizes = 30 + 250 * points["macs"] / max(float(points["macs"].max()), 1.0)
+        is_dsm = points["modulator"] == "dsm"
+        ax.errorbar(points["latency_ms"], acc, yerr=err, fmt="none", ecolor="0.6", elinewidth=1, zorder=1)
+        ax.scatter(points["latency_ms"][~is_dsm], acc[~is_dsm], s=sizes[~is_dsm], alpha=0.7, zorder=2)
+        ax.scatter(points["latency_ms"][is_dsm], acc[is_dsm], s=sizes[is_dsm], color="tab:red", zorder=3)
+        for x, y, lab in zip(points["latency_ms"], acc, points["label"], strict=True):
+            ax.annotate(lab, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("CPU latency, batch 1, median (ms)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title or "accuracy vs latency (marker area ~ MACs)", fontsize=10)
+    return _done(fig)
+
+
+# --- attention maps --------------------------------------------------------------------------------
+
+
+def _input(images: np.ndarray, in_chans: int, size: int, device: torch.device | str) -> torch.Tensor:
+    return to_model_input(torch.from_numpy(np.ascontiguousarray(images)).to(device), in_chans, size)
+
+
+def _resize(maps: torch.Tensor, hw: tuple[int, int]) -> np.ndarray:
+    """N x h x w -> N x H x W (bilinear), as numpy."""
+    out = F.interpolate(maps[:, None].float(), size=hw, mode="bilinear", align_corners=False)
+    return out[:, 0].clamp(0, 1).cpu().numpy()
+
+
+def gate_maps(model: nn.Module, images: np.ndarray, in_chans: int, size: int, index: int = 0) -> np.ndarray:
+    """The gate of the ``index``-th DSM in ``model`` for uint8 ``images``: N x H x W in [0, 1] at image size."""
+    from dsm.modulators.dsm import DecomposedSpatialModulator
+
+    modules = [m for m in model.modules() if isinstance(m, DecomposedSpatialModulator)]
+    if not modules:
+        raise ValueError("the model has no DecomposedSpatialModulator (was it trained with modulator='dsm'?)")
+    module = modules[index]
+    captured: list[torch.Tensor] = []
+    handle = module.register_forward_hook(lambda m, inp, out: captured.append(m.gate_map(inp[0]).detach()))
+    device = next(model.parameters()).device
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(_input(images, in_chans, size, device))
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return _resize(captured[0][:, 0], images.shape[1:3])
+
+
+def default_cam_layer(model: nn.Module) -> nn.Module:
+    """The last feature map before pooling: ``head`` of ``dsm_net``, else the last conv layer."""
+    head = getattr(model, "head", None)
+    if isinstance(head, nn.Module) and any(isinstance(m, nn.Conv2d) for m in head.modules()):
+        return head
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError("no convolution layer found for Grad-CAM; pass target_layer")
+    return convs[-1]
+
+
+def gradcam(
+    model: nn.Module,
+    images: np.ndarray,
+    in_chans: int,
+    size: int,
+    target_layer: nn.Module | None = None,
+    labels: Sequence[int] | None = None,
+) -> np.ndarray:
+    """Grad-CAM of uint8 ``images``: N x H x W in [0, 1] at image size.
+
+    The class explained is ``labels`` when given (the true class), else the predicted one.
+    """
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    layer = target_layer or default_cam_layer(model)
+    targets = [ClassifierOutputTarget(int(c)) for c in labels] if labels is not None else None
+    try:
+        with GradCAM(model=model, target_layers=[layer]) as cam:
+            maps = cam(input_tensor=_input(images, in_chans, size, device), targets=targets)
+    finally:
+        model.train(was_training)
+    return _resize(torch.from_numpy(np.asarray(maps)), images.shape[1:3])
+
+
+def plot_attention(
+    images: np.ndarray,
+    labels: Sequence[int],
+    classes: Sequence[str],
+    maps: Mapping[str, np.ndarray],
+    alpha: float = 0.5,
+    cmap: str = "jet",
+) -> Figure:
+    """Rows = images; columns = the face, then each map overlaid on it (``maps``: title -> N x H x W)."""
+    n = len(images)
+    cols = 1 + len(maps)
+    fig, axes = plt.subplots(n, cols, figsize=(1.5 * cols + 0.6, 1.5 * n), squeeze=False)
+    for i in range(n):
+        img, gray = _gray(images[i])
+        axes[i, 0].imshow(img, cmap=gray, vmin=0, vmax=255)
+        axes[i, 0].set_ylabel(classes[int(labels[i])], rotation=0, ha="right", va="center", fontsize=9)
+        for j, (_, m) in enumerate(maps.items(), start=1):
+            axes[i, j].imshow(img, cmap=gray, vmin=0, vmax=255)
+            axes[i, j].imshow(m[i], cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+    for j, title in enumerate(["face", *maps], start=0):
+        axes[0, j].set_title(title, fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+    return _done(fig)
+
+
+def plot_mean_maps(labels: Sequence[int], classes: Sequence[str], maps: Mapping[str, np.ndarray]) -> Figure:
+    """Class-averaged maps: rows = map kinds, columns = classes (where the model looks, on average)."""
+    labels = np.asarray(labels)
+    present = [c for c in range(len(classes)) if (labels == c).any()]
+    fig, axes = plt.subplots(len(maps), len(present), figsize=(1.3 * len(present) + 1, 1.4 * len(maps)), squeeze=False)
+    for r, (title, m) in enumerate(maps.items()):
+        for j, c in enumerate(present):
+            ax = axes[r, j]
+            ax.imshow(m[labels == c].mean(axis=0), cmap="magma", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.grid(False)
+            if r == 0:
+                ax.set_title(classes[c], fontsize=8)
+        axes[r, 0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
+    return _done(fig)
+
+
+# --- the module figure -----------------------------------------------------------------------------
+
+
+def dsm_diagram() -> Figure:
+    """Block diagram of the Decomposed Spatial Modulator, Y = X * sigmoid(h(D(g(X))))."""
+    fig, ax = plt.subplots(figsize=(10, 3.1))
+    ax.set_xlim(0, 10.4)
+    ax.set_ylim(0, 3.1)
+    ax.axis("off")
+
+    def box(x: float, y: float, w: float, h: float, text: str, color: str) -> None:
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.04", fc=color, ec="0.25", lw=1.2))
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=9)
+
+    def arrow(x0: float, y0: float, x1: float, y1: float, style: str = "-|>") -> None:
+        ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle=style, mutation_scale=12, lw=1.2, color="0.2"))
+
+    y, h = 1.0, 0.95
+    ax.text(0.35, y + h / 2, "X\nC×H×W", ha="center", va="center", fontsize=10, weight="bold")
+    box(0.95, y, 2.0, h, "g: k×k conv, C→C/r\n+BN+ReLU (k=7)\n‖ 1×1 branch, fused", "#cfe2f3")
+    box(3.35, y, 1.35, h, "D: spatial\ndropout", "#fde9c9")
+    box(5.1, y, 1.7, h, "h: 3×3 conv\nC/r→1", "#d9ead3")
+    box(7.2, y, 0.95, h, "σ", "#ead1dc")
+    ax.text(9.15, y + h / 2 + 0.02, "⊗", ha="center", va="center", fontsize=22)
+    ax.text(10.05, y + h / 2, "Y\nC×H×W", ha="center", va="center", fontsize=10, weight="bold")
+    mid = y + h / 2
+    arrow(0.7, mid, 0.95, mid)
+    arrow(2.95, mid, 3.35, mid)
+    arrow(4.7, mid, 5.1, mid)
+    arrow(6.8, mid, 7.2, mid)
+    arrow(8.15, mid, 8.95, mid)
+    arrow(9.35, mid, 9.72, mid)
+    ax.text(8.55, mid + 0.18, "gate\n1×H×W", ha="center", va="bottom", fontsize=8)
+    # the identity path: X goes around the branch into the product
+    ax.plot([0.35, 0.35, 9.15], [mid + 0.45, 2.7, 2.7], color="0.2", lw=1.2)
+    arrow(9.15, 2.7, 9.15, mid + 0.3)
+    ax.text(4.8, 2.78, "X (full H×W grid, no pooling)", ha="center", va="bottom", fontsize=9)
+    ax.text(
+        5.2, 0.35, "Y = X ⊙ σ(h(D(g(X))))  —  one light branch; the gate keeps every spatial position",
+        ha="center", va="center", fontsize=9, style="italic",
+    )  # fmt: skip
+    return _done(fig)

@@ -1,0 +1,181 @@
+"""dsm.viz (plots, gate maps, Grad-CAM) and the experiment description of dsm.reproduce."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+import dsm
+from dsm import viz
+from dsm.data.format import PreparedWriter, load_prepared
+from dsm.reproduce import PROFILES, Experiment, Variant, design_variants, write_toc
+
+CLASSES = ["neutral", "happiness", "sadness"]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "tiny"
+    rng = np.random.default_rng(0)
+    n = 36
+    with PreparedWriter(out, n, (48, 48), "tiny", CLASSES) as w:
+        for i in range(n):
+            split = ("train", "val", "test")[i % 3]
+            w.add(rng.integers(0, 256, (48, 48), dtype=np.uint8), CLASSES[(i // 3) % 3], split, source=f"img{i}")
+    return load_prepared(out)
+
+
+@pytest.fixture(scope="module")
+def dsm_model():
+    torch.manual_seed(0)
+    return dsm.create_model("dsm_net", num_classes=3, in_chans=1, modulator="dsm").eval()
+
+
+def test_counts_and_sample_grid(prepared):
+    table = viz.counts_table(prepared)
+    assert table.loc["total", "total"] == 36
+    assert list(table.index[:-1]) == CLASSES
+    assert isinstance(viz.plot_class_counts(prepared), Figure)
+    assert isinstance(viz.sample_grid(prepared, per_class=3), Figure)
+    images, labels = viz.pick_images(prepared, "test", per_class=2)
+    assert images.shape == (6, 48, 48) and images.dtype == np.uint8
+    assert sorted(np.bincount(labels).tolist()) == [2, 2, 2]
+
+
+def test_gate_maps_read_the_module(prepared, dsm_model):
+    images, _ = viz.pick_images(prepared, "test", per_class=2)
+    maps = viz.gate_maps(dsm_model, images, in_chans=1, size=48)
+    assert maps.shape == (6, 48, 48)
+    assert maps.min() >= 0.0 and maps.max() <= 1.0
+    # the same gate, computed by hand from the stage-2 features
+    x = viz._input(images, 1, 48, "cpu")
+    with torch.no_grad():
+        feats = dsm_model.stages[1][:-1](dsm_model.stages[0](dsm_model.stem(x)))
+        gate = dsm_model.stages[1][-1].gate_map(feats)
+    np.testing.assert_allclose(maps, viz._resize(gate[:, 0], (48, 48)), atol=1e-6)
+    assert not dsm_model.training
+
+
+def test_gate_maps_need_a_dsm():
+    model = dsm.create_model("dsm_net", num_classes=3, in_chans=1, modulator="cbam")
+    with pytest.raises(ValueError, match="DecomposedSpatialModulator"):
+        viz.gate_maps(model, np.zeros((1, 48, 48), np.uint8), 1, 48)
+
+
+@pytest.mark.parametrize("modulator", ["dsm", "cbam"])
+def test_gradcam(prepared, modulator):
+    torch.manual_seed(0)
+    model = dsm.create_model("dsm_net", num_classes=3, in_chans=1, modulator=modulator).eval()
+    images, labels = viz.pick_images(prepared, "test", per_class=1)
+    cams = viz.gradcam(model, images, 1, 48, labels=labels)
+    assert cams.shape == (3, 48, 48)
+    assert np.isfinite(cams).all() and cams.min() >= 0.0 and cams.max() <= 1.0
+    assert viz.default_cam_layer(model) is model.head
+    fig = viz.plot_attention(images, labels, CLASSES, {"Grad-CAM": cams})
+    assert isinstance(fig, Figure)
+    assert isinstance(viz.plot_mean_maps(labels, CLASSES, {"Grad-CAM": cams}), Figure)
+
+
+def _summary():
+    return pd.DataFrame(
+        {
+            "model": ["dsm_net", "dsm_net"],
+            "modulator": ["dsm", "cbam"],
+            "options": [json.dumps({"kernel_size": 3}), "{}"],
+            "split": ["test", "test"],
+            "n_runs": [2, 1],
+            "accuracy_mean": [0.5, 0.25],
+            "accuracy_std": [0.1, np.nan],
+            "balanced_accuracy_mean": [0.4, 0.2],
+            "balanced_accuracy_std": [0.0, np.nan],
+            "macro_f1_mean": [0.3, 0.1],
+            "macro_f1_std": [0.05, np.nan],
+            "runs": [["runs/a/seed0", "runs/a/seed1"], ["runs/b/seed0"]],
+        }
+    )
+
+
+def test_results_table_formats_mean_std_and_names_run_records():
+    table = viz.results_table(_summary())
+    assert table.loc[0, "Accuracy"] == "50.00 ± 10.00"
+    assert table.loc[1, "Accuracy"] == "25.00"
+    assert table.loc[0, "variant"] == "dsm (kernel_size=3)"
+    assert table.loc[0, "run records"] == "runs/a/seed0/run.json; runs/a/seed1/run.json"
+    assert viz.results_table(_summary(), {"runs/b/seed0": "CBAM"}).loc[1, "variant"] == "CBAM"
+    assert isinstance(viz.plot_metric_bars(table, "Accuracy"), Figure)
+    assert isinstance(viz.plot_ablation_groups(table.assign(group=["kernel", "modulators"])), Figure)
+    assert viz.results_table(pd.DataFrame()).empty
+
+
+def test_metric_plots():
+    cm = [[5, 1, 0], [2, 3, 1], [0, 0, 4]]
+    assert isinstance(viz.plot_confusion(cm, CLASSES), Figure)
+    assert isinstance(viz.plot_confusion(cm, CLASSES, normalize=False), Figure)
+    frame = pd.DataFrame({"epoch": [1, 2], "train_loss": [2.0, 1.5], "val_loss": [2.1, 1.9], "val_acc": [0.3, 0.4]})
+    assert isinstance(viz.plot_curves({"dsm": frame, "cbam": frame}), Figure)
+    metrics = {"classes": CLASSES, "per_class_recall": dict.fromkeys(CLASSES, 0.5), "confusion_matrix": cm}
+    run = {"test_metrics": metrics}
+    assert viz.per_class_compare({"dsm": run}).shape == (3, 1)
+    assert list(viz.per_class_table(run["test_metrics"])["test images"]) == [6, 6, 4]
+    points = pd.DataFrame(
+        {"label": ["dsm", "none"], "modulator": ["dsm", "none"], "latency_ms": [1.0, 0.8],
+         "accuracy": [0.6, 0.5], "accuracy_std": [0.01, np.nan], "macs": [1e6, 9e5]}
+    )  # fmt: skip
+    assert isinstance(viz.plot_accuracy_latency(points), Figure)
+    assert isinstance(viz.plot_accuracy_latency(points.iloc[:0]), Figure)
+    assert isinstance(viz.dsm_diagram(), Figure)
+
+
+def test_bench_table():
+    from dsm.bench import BenchConfig, compare
+
+    res = compare([BenchConfig("dsm_net", "dsm", 48, 1, 7)], runs=3, warmup=1)
+    table = viz.bench_table(res)
+    assert table.loc[0, "modulator"] == "dsm" and table.loc[0, "MACs (M)"] > 0
+    assert table.loc[0, "latency median (ms)"] > 0
+
+
+def test_variants_drop_paper_defaults():
+    assert Variant.make(modulator_opts={"kernel_size": 7, "reduction": 8}) == Variant.make()
+    assert Variant.make(model_opts={"modulator_after": [2]}) == Variant.make()
+    assert Variant.make(modulator_opts={"kernel_size": 3}).name == "dsm-kernel_size=3"
+    assert Variant.make(model_opts={"modulator_after": [1]}).name == "dsm-modulator_after=1"
+    assert Variant.make(modulator_opts={"rep": False}).train_fields()["modulator_opts"] == {"rep": False}
+    assert Variant.make(model_opts={"modulator_after": [3]}).train_fields()["model_opts"] == {"modulator_after": [3]}
+    assert Variant.make(model="timm:resnet18", modulator=None).name == "timm-resnet18-none"
+    groups = design_variants({"kernel": (3, 7), "position": ([1], [2])})
+    assert groups["kernel"][1] == groups["position"][1] == Variant.make()
+
+
+def test_experiment_configs(tmp_path, prepared):
+    exp = Experiment.create("quick", "synthetic", prepared.root, tmp_path / "runs")
+    [cfg] = exp.configs(Variant.make(modulator_opts={"kernel_size": 3}))
+    assert cfg.modulator_opts == {"kernel_size": 3} and cfg.epochs == PROFILES["quick"].overrides["epochs"]
+    assert cfg.out == str(tmp_path / "runs" / "dsm-kernel_size=3" / "seed0")
+    assert cfg.data == str(prepared.root.resolve())
+    # results, ablations and gate maps share the DSM and CBAM runs
+    names = [v.name for v in exp.all_variants()]
+    assert len(names) == len(set(names)) and {"dsm", "cbam", "none"} <= set(names)
+    kfold = Experiment.create("quick", "ckplus", prepared.root, tmp_path / "runs")
+    assert [c.fold for c in kfold.configs(Variant.make())] == list(PROFILES["quick"].folds)
+    assert "synthetic" in exp.describe() and "Profile `quick`" in exp.describe()
+    bench = exp.bench_configs()
+    assert len({c.name for c in bench}) == len(bench)
+    k3 = next(c for c in bench if c.name.startswith("dsm-kernel_size=3@"))
+    assert k3.build().stages[1][-1].context.kernel_size == 3
+
+
+def test_toc_lists_what_exists(tmp_path):
+    (tmp_path / "results" / "synthetic").mkdir(parents=True)
+    (tmp_path / "results" / "fer2013").mkdir(parents=True)
+    for name in ("dataset_overview", "results", "ablations"):
+        (tmp_path / "results" / "synthetic" / f"{name}.ipynb").write_text("{}")
+    (tmp_path / "results" / "fer2013" / "not_prepared.md").write_text("# x\n")
+    toc = write_toc(tmp_path).read_text()
+    assert "file: results/synthetic/results" in toc and "file: results/synthetic/ablations" in toc
+    assert "results/synthetic/gate_maps" not in toc
+    assert "file: results/fer2013/not_prepared" in toc
+    assert toc.count("not_prepared") == 1
