@@ -1,0 +1,208 @@
+"""``dsm predict``: the expressions of the faces in images, folders and videos.
+
+Prints one line per face (JSON lines with ``--json``); with ``--out`` also writes an
+annotated copy of each input and ``predictions.jsonl``. JSON lines come in three shapes:
+a face ``{file, frame, face, box, label, score, probabilities}``, a frame without faces
+``{file, frame, faces: 0}``, and an input that could not be read ``{file, error}``.
+An unreadable input is reported on stderr and skipped; the exit code is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import cv2
+from tqdm import tqdm
+
+from dsm.checkpoint import CheckpointError
+from dsm.face import FaceDetector
+from dsm.predict import (
+    IMAGE_EXTS,
+    VIDEO_EXTS,
+    FaceResult,
+    ImageReadError,
+    Predictor,
+    read_image,
+    video_frames,
+    video_info,
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched for images) or videos")
+    p.add_argument("--checkpoint", default=None, help="checkpoint path (default: the released FER2013 model)")
+    p.add_argument("--out", type=Path, default=None, help="folder for annotated copies and predictions.jsonl")
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--every-n-frames", type=int, default=1, metavar="N", help="videos: classify every N-th frame")
+    p.add_argument("--pad", type=float, default=0.1, help="grow face boxes by this fraction per side before cropping")
+    p.add_argument("--min-face", type=float, default=0.05, help="smallest face, as a fraction of the shorter side")
+
+
+@dataclass
+class Input:
+    path: Path
+    kind: str  # "image" or "video"
+    name: Path  # where its annotated copy goes, relative to --out
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[Input], list[tuple[str, str]]]:
+    """Files and folders -> inputs (folders recursively, image files only), plus (input, error)."""
+    items, errors = [], []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+            items += [Input(f, "image", Path(path.resolve().name) / f.relative_to(path)) for f in files]
+        elif path.is_file():
+            kind = "video" if path.suffix.lower() in VIDEO_EXTS else "image"
+            items.append(Input(path, kind, Path(path.name)))
+        else:
+            errors.append((raw, f"{raw}: no such file or folder"))
+    return items, errors
+
+
+class Output:
+    """JSON lines to stdout and/or OUT/predictions.jsonl, annotated files under OUT."""
+
+    def __init__(self, out: Path | None, json_stdout: bool) -> None:
+        self.out, self.json_stdout = out, json_stdout
+        self.file: IO[str] | None = None
+        self.used: set[Path] = set()
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            self.file = (out / "predictions.jsonl").open("w")
+
+    def record(self, rec: dict) -> None:
+        line = json.dumps(rec)
+        if self.json_stdout:
+            print(line, flush=True)
+        if self.file:
+            self.file.write(line + "\n")
+            self.file.flush()
+
+    def path_for(self, name: Path, suffix: str) -> Path:
+        """OUT/<name stem>.annotated<suffix>, numbered if two inputs share a name."""
+        assert self.out is not None
+        stem, n = name.with_suffix(""), 0
+        path = self.out / f"{stem}.annotated{suffix}"
+        while path in self.used:
+            n += 1
+            path = self.out / f"{stem}_{n}.annotated{suffix}"
+        self.used.add(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+
+
+def face_records(file: str, frame: int | None, results: list[FaceResult]) -> list[dict]:
+    if not results:
+        return [{"file": file, "frame": frame, "faces": 0}]
+    return [
+        {"file": file, "frame": frame, "face": i, "box": list(r.box), "label": r.label, "score": round(r.score, 6)}
+        | {"probabilities": {c: round(p, 6) for c, p in r.probabilities.items()}}
+        for i, r in enumerate(results)
+    ]
+
+
+def predict_image(pred: Predictor, item: Input, out: Output) -> None:
+    image = read_image(item.path)
+    results = pred.predict(image)
+    for rec in face_records(str(item.path), None, results):
+        out.record(rec)
+    if not results:
+        print(f"{item.path}: no face found", file=sys.stderr)
+    elif not out.json_stdout:
+        for r in results:
+            print(f"{item.path}: {r.label} {r.score:.2f} at {list(r.box)}")
+    if out.out is not None:
+        suffix = item.path.suffix.lower() if item.path.suffix.lower() in IMAGE_EXTS else ".jpg"
+        cv2.imwrite(str(out.path_for(item.name, suffix)), pred.annotate(image, results))
+
+
+def _video_writer(path: Path, fps: float, size: tuple[int, int]) -> tuple[cv2.VideoWriter, Path]:
+    """mp4 (mp4v) where this OpenCV can write it, else MJPG in an avi, which any build can."""
+    for fourcc, suffix in (("mp4v", ".mp4"), ("MJPG", ".avi")):
+        target = path.with_suffix(suffix)
+        writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+        if writer.isOpened():
+            return writer, target
+        writer.release()
+    raise OSError(f"{path}: OpenCV cannot write a video here")
+
+
+def predict_video(pred: Predictor, item: Input, out: Output, every_n: int) -> None:
+    total, fps = video_info(item.path)
+    writer = None
+    frames = with_faces = 0
+    labels: Counter[str] = Counter()
+    bar = tqdm(total=total or None, desc=item.path.name, unit="frame", disable=None, leave=False)
+    try:
+        last = 0
+        for index, frame in video_frames(item.path, every_n):
+            results = pred.predict(frame)
+            frames += 1
+            with_faces += bool(results)
+            labels.update(r.label for r in results)
+            for rec in face_records(str(item.path), index, results):
+                out.record(rec)
+            if out.out is not None:
+                annotated = pred.annotate(frame, results)
+                if writer is None:
+                    size = (annotated.shape[1], annotated.shape[0])
+                    writer, _ = _video_writer(out.path_for(item.name, ".mp4"), (fps or 25.0) / every_n, size)
+                writer.write(annotated)
+            bar.update(index + 1 - last)
+            last = index + 1
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.release()
+    if frames == 0:
+        raise ImageReadError(f"{item.path}: no frame could be read")
+    if with_faces == 0:
+        print(f"{item.path}: no face found in {frames} frames", file=sys.stderr)
+    if not out.json_stdout:
+        common = ", ".join(f"{c} {n}" for c, n in labels.most_common())
+        print(f"{item.path}: {frames} frames, {with_faces} with faces" + (f"; labels: {common}" if common else ""))
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.every_n_frames < 1:
+        print("dsm predict: --every-n-frames must be >= 1", file=sys.stderr)
+        return 2
+    try:
+        pred = Predictor(args.checkpoint, args.device, FaceDetector(min_face=args.min_face), pad=args.pad)
+    except CheckpointError as e:
+        print(f"dsm predict: {e}", file=sys.stderr)
+        return 2
+    items, errors = expand_inputs(args.inputs)
+    out = Output(args.out, args.json)
+    for raw, err in errors:
+        print(f"dsm predict: {err}", file=sys.stderr)
+        out.record({"file": raw, "error": err})
+    failed = bool(errors)
+    try:
+        for item in items:
+            try:
+                if item.kind == "video":
+                    predict_video(pred, item, out, args.every_n_frames)
+                else:
+                    predict_image(pred, item, out)
+            except (ImageReadError, OSError) as e:
+                failed = True
+                msg = str(e) if isinstance(e, ImageReadError) else f"{item.path}: {e}"
+                print(f"dsm predict: {msg}", file=sys.stderr)
+                out.record({"file": str(item.path), "error": msg})
+    finally:
+        out.close()
+    return 1 if failed else 0
