@@ -1,0 +1,45 @@
+"""``dsm export``: a checkpoint's fused model to ONNX, checked against PyTorch."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dsm.checkpoint import CheckpointError, load_model
+from dsm.export import export_checkpoint, max_abs_error, opset_of, read_metadata
+from dsm.reparam import reparameterize
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="checkpoint path (NAME, NAME.safetensors or NAME.json)")
+    p.add_argument("--onnx", required=True, help="output .onnx file")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
+    p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript")
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-PyTorch comparison")
+
+
+def run(args: argparse.Namespace) -> int:
+    dynamic = args.batch == "dynamic"
+    if not dynamic and not (args.batch.isdigit() and int(args.batch) > 0):
+        print(f"dsm export: --batch must be 'dynamic' or a positive integer, not {args.batch!r}", file=sys.stderr)
+        return 2
+    batch = 1 if dynamic else int(args.batch)
+    try:
+        path = export_checkpoint(args.checkpoint, args.onnx, args.opset, dynamic, batch, args.exporter)
+    except CheckpointError as e:
+        print(f"dsm export: {e}", file=sys.stderr)
+        return 2
+    meta = read_metadata(path)
+    inp = meta["input"]
+    print(f"wrote {path} (opset {opset_of(path)}, batch {args.batch}, input {inp['channels']}x{inp['size']})")
+    if not args.no_check:
+        model, _ = load_model(args.checkpoint)
+        fused = reparameterize(model)
+        for b in (1, 4) if dynamic else (batch,):
+            err = max_abs_error(path, fused, (b, inp["channels"], inp["size"], inp["size"]))
+            print(f"onnxruntime vs PyTorch, batch {b}: max |logit difference| = {err:.2e}")
+            if err > 1e-4:
+                print(f"dsm export: {path}: outputs differ from PyTorch by {err:.2e} (> 1e-4)", file=sys.stderr)
+                return 1
+    return 0
