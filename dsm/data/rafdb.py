@@ -1,0 +1,93 @@
+"""RAF-DB basic: the official release or the ``{train,test}/{1..7}/`` re-packaging.
+
+The official release is a label list plus aligned 100x100 RGB faces.
+
+RAF-DB has no validation split: ``val`` stays empty and the protocols carve one out of
+train (see ``dsm.data.protocols``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import numpy as np
+
+from dsm.data.build import Record, check_out, write_records
+from dsm.data.format import DataError
+from dsm.data.images import decode_image, resize
+from dsm.data.sources import Source, find_prefix, open_source, stem, walk_class_folders
+
+NAME = "rafdb"
+VERSION = "1"
+CLASSES = ["neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger"]
+LABELS = {1: "surprise", 2: "fear", 3: "disgust", 4: "happiness", 5: "sadness", 6: "anger", 7: "neutral"}
+OFFICIAL_COUNTS = {"train": 12271, "val": 0, "test": 3068}
+LABEL_FILE = "EmoLabel/list_patition_label.txt"  # sic: the release's spelling
+LAYOUT_HELP = f"expected {LABEL_FILE} + Image/aligned/*_aligned.jpg, or {{train,test}}/{{1..7}}/*.jpg"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", type=int, default=100, help="output side in pixels (RGB; the release is 100x100)")
+
+
+def prepare(
+    source: str | Path,
+    out: str | Path,
+    *,
+    size: int = 100,
+    overwrite: bool = False,
+    allow_mismatch: bool = False,
+    progress: bool = True,
+) -> Path:
+    out = check_out(out, overwrite)
+    with open_source(source) as src:
+        records, layout = _basic_records(src), "basic"
+        if records is None:
+            items = walk_class_folders(src, [str(k) for k in LABELS], ("train", "test"), what="rafdb layout")
+            if items is None:
+                if find_prefix(src.names, r"Image/aligned/[^/]+"):
+                    raise DataError(f"{src.path}: missing label file {LABEL_FILE}")
+                raise DataError(f"{src.path}: unexpected layout for rafdb: {LAYOUT_HELP}")
+            records = [Record(it.name, LABELS[int(it.class_dir)], it.split_dir, key=it.name) for it in items]
+            layout = "split-class-folders"
+
+        def load(r: Record) -> np.ndarray:
+            return resize(decode_image(src.read(r.key), src.describe(r.key), color=True), size)
+
+        return write_records(
+            records, load, out, dataset=NAME, classes=CLASSES, image_shape=(size, size, 3), source=src.path,
+            source_sha256=src.checksum(), official_counts=OFFICIAL_COUNTS, allow_mismatch=allow_mismatch,
+            overwrite=overwrite, version=VERSION, progress=progress,
+            extra={"layout": layout, "options": {"size": size},
+                   "notes": ["RAF-DB has no official validation split: val is empty (carved from train by the "
+                             "protocols)"]},
+        )  # fmt: skip
+
+
+def _basic_records(src: Source) -> list[Record] | None:
+    """Records from the official label list, or None when the source has none."""
+    prefix = find_prefix(src.names, re.escape(LABEL_FILE))
+    if prefix is None:
+        return None
+    label_file = prefix + LABEL_FILE
+    where = src.describe(label_file)
+    records = []
+    for lineno, line in enumerate(src.read(label_file).decode("utf-8", "replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise DataError(f"{where} line {lineno}: expected '<name>.jpg <label>', got {line.strip()!r}")
+        name, code = parts[0], int(parts[1])
+        if code not in LABELS:
+            raise DataError(f"{where} line {lineno}: label {code} outside 1..7")
+        split = name.split("_", 1)[0]
+        if split not in ("train", "test"):
+            raise DataError(f"{where} line {lineno}: {name!r} does not start with train_ or test_")
+        image = f"{prefix}Image/aligned/{stem(name)}_aligned.jpg"
+        if not src.exists(image):
+            raise DataError(f"{src.describe(image)}: missing (listed in {LABEL_FILE} line {lineno})")
+        records.append(Record(image, LABELS[code], split, key=image))
+    return records
