@@ -160,6 +160,12 @@ class HaarCascade:
         max_size: int | None = None,
     ) -> list[Box]:
         """Face boxes in a uint8 gray image, like ``cv2.CascadeClassifier.detectMultiScale``."""
+        return group_rectangles(self.candidates(gray, scale_factor, min_size, max_size), min_neighbors)
+
+    def candidates(
+        self, gray: np.ndarray, scale_factor: float = 1.1, min_size: int = 0, max_size: int | None = None
+    ) -> list[Box]:
+        """Every window that passes the cascade, before grouping."""
         h, w = gray.shape
         ww, wh = self.window
         candidates: list[Box] = []
@@ -176,7 +182,7 @@ class HaarCascade:
                 for x, y in self._windows_at_scale(scaled, step=1 if sc >= 2 else 2):
                     candidates.append((round(x * sc), round(y * sc), win[0], win[1]))
             factor *= scale_factor
-        return group_rectangles(candidates, min_neighbors)
+        return candidates
 
 
 def _not_skipped(rejected: np.ndarray) -> np.ndarray:
@@ -193,8 +199,13 @@ def _not_skipped(rejected: np.ndarray) -> np.ndarray:
 def group_rectangles(rects: list[Box], min_neighbors: int, eps: float = 0.2) -> list[Box]:
     """OpenCV's ``groupRectangles``: average clusters of similar boxes, keep those with
     more than ``min_neighbors`` members, drop boxes nested in a better-supported one."""
+    return [box for box, _ in group_with_support(rects, min_neighbors, eps)]
+
+
+def group_with_support(rects: list[Box], min_neighbors: int, eps: float = 0.2) -> list[tuple[Box, int]]:
+    """``group_rectangles`` with each box's support: how many raw detections it merges."""
     if not rects or min_neighbors <= 0:
-        return list(rects)
+        return [(box, 1) for box in rects]
     r = np.asarray(rects, dtype=np.float64)
     x0, y0, x1, y1 = r[:, 0], r[:, 1], r[:, 0] + r[:, 2], r[:, 1] + r[:, 3]
     rows, cols = [], []
@@ -216,7 +227,7 @@ def group_rectangles(rects: list[Box], min_neighbors: int, eps: float = 0.2) -> 
     counts = np.bincount(labels, minlength=n)
     means = np.stack([np.bincount(labels, r[:, i], minlength=n) for i in range(4)], 1) / counts[:, None]
     strong = [(tuple(int(round(v)) for v in means[i]), int(counts[i])) for i in range(n) if counts[i] > min_neighbors]
-    kept: list[Box] = []
+    kept: list[tuple[Box, int]] = []
     for i, ((gx, gy, gw, gh), ni) in enumerate(strong):
         nested = False
         for j, ((hx, hy, hw, hh), nj) in enumerate(strong):
@@ -226,12 +237,12 @@ def group_rectangles(rects: list[Box], min_neighbors: int, eps: float = 0.2) -> 
                 nested = True
                 break
         if not nested:
-            kept.append((gx, gy, gw, gh))
+            kept.append(((gx, gy, gw, gh), ni))
     return kept
 
 
 class FaceDetector:
-    """Frontal faces in BGR or gray images, biggest first.
+    """Frontal faces in BGR or gray images, the most certain (most raw detections merged) first.
 
     Images are shrunk to ``max_side`` before detection (faces smaller than that are too
     small to classify anyway, and it bounds the cost); boxes are in original pixels.
@@ -275,12 +286,16 @@ class FaceDetector:
         gray = cv2.equalizeHist(gray)
         min_size = int(self.min_face * min(gray.shape))
         if self._cv is not None:
-            found = self._cv.detectMultiScale(gray, self.scale_factor, self.min_neighbors, minSize=(min_size, min_size))
-            boxes = [tuple(int(v) for v in b) for b in found]
+            found, support = self._cv.detectMultiScale2(
+                gray, self.scale_factor, self.min_neighbors, minSize=(min_size, min_size)
+            )
+            scored = [(tuple(int(v) for v in b), int(n)) for b, n in zip(found, support, strict=True)]
         else:
-            boxes = self.cascade.detect_multiscale(gray, self.scale_factor, self.min_neighbors, min_size)
-        boxes = [tuple(round(v / scale) for v in b) for b in boxes]
-        return sorted(boxes, key=lambda b: -b[2] * b[3])
+            raw = self.cascade.candidates(gray, self.scale_factor, min_size)
+            scored = group_with_support(raw, self.min_neighbors)
+        # Most supported first: Haar false positives are usually backed by fewer windows.
+        scored.sort(key=lambda bn: (-bn[1], -bn[0][2] * bn[0][3]))
+        return [tuple(round(v / scale) for v in box) for box, _ in scored]
 
 
 def pad_box(box: Box, pad: float, width: int, height: int) -> Box:

@@ -1,0 +1,102 @@
+"""ONNX export of fused models: numerics, dynamic batch, metadata, every modulator."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import dsm
+from dsm.checkpoint import load_model, save_checkpoint
+from dsm.cli import main
+from dsm.export import INPUT, export_checkpoint, export_model, opset_of, read_metadata, session
+
+CLASSES = ["neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger"]
+
+
+def make_checkpoint(path, in_chans=1, size=48, modulator="dsm"):
+    """A random-init checkpoint whose head is scaled up so logits are O(1), which makes atol=1e-4 a real test."""
+    torch.manual_seed(0)
+    kwargs = {"num_classes": 7, "in_chans": in_chans, "modulator": modulator}
+    model = dsm.create_model("dsm_net", **kwargs)
+    with torch.no_grad():
+        model.fc.weight.mul_(100)
+    info = {
+        "model": {"name": "dsm_net", "kwargs": kwargs},
+        "classes": CLASSES,
+        "input": {"size": size, "channels": in_chans},
+    }
+    save_checkpoint(path, {"model." + k: v for k, v in model.state_dict().items()}, info)
+    return path
+
+
+def ort_logits(path, x):
+    return session(path).run(None, {INPUT: x.numpy()})[0]
+
+
+@pytest.fixture(scope="module")
+def gray_ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "gray48")
+
+
+def test_onnx_matches_fused_pytorch_at_batch_1_and_4(gray_ckpt, tmp_path):
+    path = export_checkpoint(gray_ckpt, tmp_path / "m.onnx")
+    model, _ = load_model(gray_ckpt)
+    fused = dsm.reparameterize(model)
+    for batch in (1, 4):
+        x = torch.randn(batch, 1, 48, 48)
+        with torch.inference_mode():
+            ref = fused(x).numpy()
+        assert np.abs(ref).max() > 0.5  # a real signal to compare
+        np.testing.assert_allclose(ort_logits(path, x), ref, atol=1e-4, rtol=0)
+
+
+def test_onnx_is_the_fused_graph_with_metadata(gray_ckpt, tmp_path):
+    path = export_checkpoint(gray_ckpt, tmp_path / "m.onnx", opset=17)
+    proto = onnx.load(str(path))
+    assert opset_of(proto) == 17
+    assert not any(n.op_type == "BatchNormalization" for n in proto.graph.node)  # fused away
+    dim0 = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim0.dim_param and not dim0.dim_value  # dynamic batch
+    meta = read_metadata(path)
+    assert meta["classes"] == CLASSES
+    assert meta["input"]["size"] == 48 and meta["input"]["channels"] == 1 and meta["input"]["layout"] == "NCHW"
+    assert meta["model"]["name"] == "dsm_net" and meta["checkpoint_id"]
+
+
+def test_fixed_batch_export(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "rgb", in_chans=3, size=112)
+    path = export_checkpoint(ckpt, tmp_path / "m.onnx", dynamic_batch=False, batch=2)
+    dim0 = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim0.dim_value == 2
+    assert ort_logits(path, torch.randn(2, 3, 112, 112)).shape == (2, 7)
+
+
+@pytest.mark.parametrize("modulator", dsm.list_modulators())
+def test_every_modulator_exports(modulator, tmp_path):
+    torch.manual_seed(0)
+    fused = dsm.reparameterize(dsm.create_model("dsm_net", in_chans=1, modulator=modulator))
+    path = export_model(fused, tmp_path / "m.onnx", (1, 1, 48, 48))
+    x = torch.randn(3, 1, 48, 48)
+    with torch.inference_mode():
+        ref = fused(x).numpy()
+    np.testing.assert_allclose(ort_logits(path, x), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_dynamo_exporter(tmp_path):
+    fused = dsm.reparameterize(dsm.create_model("dsm_net", in_chans=1))
+    path = export_model(fused, tmp_path / "m.onnx", (1, 1, 48, 48), opset=18, exporter="dynamo")
+    x = torch.randn(2, 1, 48, 48)
+    with torch.inference_mode():
+        np.testing.assert_allclose(ort_logits(path, x), fused(x).numpy(), atol=1e-4)
+
+
+def test_export_cli(gray_ckpt, tmp_path, capsys):
+    out = tmp_path / "cli.onnx"
+    assert main(["export", "--checkpoint", str(gray_ckpt), "--onnx", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert out.is_file() and "batch 4" in text and "opset 17" in text
+
+
+def test_export_cli_missing_checkpoint(tmp_path, capsys):
+    assert main(["export", "--checkpoint", str(tmp_path / "nope"), "--onnx", str(tmp_path / "x.onnx")]) == 2
+    assert "checkpoint file missing" in capsys.readouterr().err

@@ -1,0 +1,188 @@
+"""Prediction on real faces: detection, the Predictor API and ``dsm predict`` (images, folders, videos)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import dsm
+import dsm.predict
+from dsm.checkpoint import CheckpointError, save_checkpoint
+from dsm.cli import main
+from dsm.face import FaceDetector, HaarCascade, group_rectangles, pad_box
+from dsm.predict import FaceResult, Predictor, read_image
+
+PHOTO = Path(__file__).parent / "assets" / "astronaut.jpg"  # NASA portrait, public domain (see assets/README.md)
+CLASSES = ["neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger"]
+
+
+def make_checkpoint(path, in_chans=1, size=48):
+    torch.manual_seed(0)
+    kwargs = {"num_classes": 7, "in_chans": in_chans, "modulator": "dsm"}
+    model = dsm.create_model("dsm_net", **kwargs)
+    info = {
+        "model": {"name": "dsm_net", "kwargs": kwargs},
+        "classes": CLASSES,
+        "input": {"size": size, "channels": in_chans},
+    }
+    save_checkpoint(path, {"model." + k: v for k, v in model.state_dict().items()}, info)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "gray48")
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return read_image(PHOTO)
+
+
+def in_face_region(box):
+    """The astronaut's face in the 320 x 320 test photo spans about x 110-170, y 40-105."""
+    x, y, w, h = box
+    cx, cy = x + w / 2, y + h / 2
+    return 120 <= cx <= 160 and 55 <= cy <= 90 and 40 <= w <= 110
+
+
+def run_cli(capsys, *argv):
+    rc = main(["predict", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+# --- detection -------------------------------------------------------------------------
+
+
+def test_detector_finds_the_face(photo):
+    boxes = FaceDetector().detect(photo)
+    assert boxes and in_face_region(boxes[0])
+
+
+def test_detector_finds_nothing_in_a_blank_image():
+    assert FaceDetector().detect(np.full((240, 320, 3), 128, np.uint8)) == []
+
+
+def test_numpy_cascade_matches_opencv_where_opencv_has_it(photo):
+    if not hasattr(cv2, "CascadeClassifier"):
+        pytest.skip("this OpenCV build has no CascadeClassifier (OpenCV 5): nothing to compare with")
+    gray = cv2.equalizeHist(cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY))
+    cascade = HaarCascade()
+    fs = cv2.FileStorage(cascade.xml.decode(), cv2.FILE_STORAGE_READ | cv2.FILE_STORAGE_MEMORY)
+    cv = cv2.CascadeClassifier()
+    assert cv.read(fs.getFirstTopLevelNode())
+    for neighbours in (0, 3):
+        ours = sorted(cascade.detect_multiscale(gray, 1.1, neighbours))
+        theirs = sorted(tuple(int(v) for v in r) for r in cv.detectMultiScale(gray, 1.1, neighbours))
+        assert ours == theirs
+
+
+def test_group_rectangles_merges_neighbours_and_drops_lonely_boxes():
+    cluster = [(100, 100, 50, 50), (102, 101, 50, 50), (98, 99, 52, 52), (101, 100, 49, 49)]
+    assert group_rectangles([*cluster, (300, 10, 30, 30)], min_neighbors=2) == [(100, 100, 50, 50)]
+
+
+def test_pad_box_stays_inside_the_image():
+    assert pad_box((10, 10, 100, 100), 0.2, 115, 200) == (0, 0, 115, 130)
+
+
+# --- Python API ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("in_chans,size", [(1, 48), (3, 112)])
+def test_predictor_on_a_real_face(tmp_path, photo, in_chans, size):
+    p = Predictor(make_checkpoint(tmp_path / "c", in_chans, size))
+    results = p.predict(PHOTO)
+    assert len(results) >= 1 and isinstance(results[0], FaceResult)
+    r = results[0]
+    assert in_face_region(r.box) and r.label in CLASSES and list(r.probabilities) == CLASSES
+    assert sum(r.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert r.score == max(r.probabilities.values())
+    annotated = p.annotate(photo, results)
+    assert annotated.ndim == 3 and min(annotated.shape[:2]) >= min(photo.shape[:2])
+    assert not np.array_equal(cv2.resize(annotated, photo.shape[1::-1]), photo)
+
+
+def test_predictor_takes_arrays_and_gray_images(ckpt, photo):
+    p = Predictor(ckpt)
+    gray = cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY)
+    assert [r.box for r in p.predict(gray)] == [r.box for r in p.predict(photo)]
+    assert p.predict(np.zeros((100, 100, 3), np.uint8)) == []
+
+
+def test_predictor_without_released_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setattr(dsm.predict, "RELEASED", tmp_path / "missing")
+    with pytest.raises(CheckpointError, match="checkpoint"):
+        Predictor()
+
+
+# --- dsm predict -----------------------------------------------------------------------
+
+
+def test_cli_images_json_out_no_face_and_bad_file(ckpt, tmp_path, capsys):
+    blank, bad, out = tmp_path / "blank.png", tmp_path / "broken.jpg", tmp_path / "out"
+    cv2.imwrite(str(blank), np.full((200, 200, 3), 128, np.uint8))
+    bad.write_bytes(b"not an image")
+    rc, stdout, stderr = run_cli(capsys, PHOTO, bad, blank, "--checkpoint", ckpt, "--out", out, "--json")
+    assert rc == 1  # one input failed, the others still ran
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    assert lines == [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    face, error, none = lines
+    assert face["file"] == str(PHOTO) and face["frame"] is None and in_face_region(face["box"])
+    assert face["label"] in CLASSES and sum(face["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert error["file"] == str(bad) and "broken.jpg" in error["error"]
+    assert none == {"file": str(blank), "frame": None, "faces": 0}
+    assert "broken.jpg: not a readable image" in stderr and "blank.png: no face found" in stderr
+    assert len([ln for ln in stderr.splitlines() if "broken.jpg" in ln]) == 1
+    annotated = read_image(out / "astronaut.annotated.jpg")
+    assert annotated.shape[0] >= 320 and (out / "blank.annotated.png").is_file()
+
+
+def test_cli_no_face_exits_0_with_text_output(ckpt, tmp_path, capsys):
+    blank = tmp_path / "gray.jpg"
+    cv2.imwrite(str(blank), np.full((120, 160, 3), 90, np.uint8))
+    rc, stdout, stderr = run_cli(capsys, blank, "--checkpoint", ckpt)
+    assert rc == 0 and stdout == "" and "no face" in stderr
+
+
+def test_cli_folder_is_searched_recursively(ckpt, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    shutil.copy(PHOTO, photos / "sub" / "a.JPG")
+    (photos / "notes.txt").write_text("not an image")
+    rc, stdout, _ = run_cli(capsys, photos, "--checkpoint", ckpt, "--out", tmp_path / "out")
+    assert rc == 0 and stdout.count("a.JPG: ") == 1 and "notes" not in stdout
+    assert (tmp_path / "out" / "photos" / "sub" / "a.annotated.jpg").is_file()
+
+
+def test_cli_missing_inputs_and_checkpoint(ckpt, tmp_path, capsys, monkeypatch):
+    rc, _, stderr = run_cli(capsys, tmp_path / "nope.jpg", "--checkpoint", ckpt)
+    assert rc == 1 and "nope.jpg: no such file" in stderr
+    monkeypatch.setattr(dsm.predict, "RELEASED", tmp_path / "missing")
+    rc, stdout, stderr = run_cli(capsys, PHOTO)
+    assert rc == 2 and stdout == ""
+    assert len(stderr.strip().splitlines()) == 1 and "--checkpoint" in stderr
+
+
+def test_cli_video(ckpt, tmp_path, capsys, photo):
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, photo.shape[1::-1])
+    assert writer.isOpened()
+    for i in range(5):
+        writer.write(np.roll(photo, 2 * i, axis=1))
+    writer.release()
+    out = tmp_path / "out"
+    rc, stdout, _ = run_cli(capsys, video, "--checkpoint", ckpt, "--out", out, "--json", "--every-n-frames", "2")
+    assert rc == 0
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    assert sorted({ln["frame"] for ln in lines}) == [0, 2, 4]  # Haar may add a false positive: best face first
+    assert all(ln["file"] == str(video) and in_face_region(ln["box"]) for ln in lines if ln["face"] == 0)
+    written = next(out.glob("clip.annotated.*"))
+    cap = cv2.VideoCapture(str(written))
+    assert cap.isOpened() and cap.read()[0]
+    cap.release()
