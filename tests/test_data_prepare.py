@@ -1,0 +1,259 @@
+"""Every preparer on a tiny fixture in each layout: counts, label mapping, splits, folds, manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures_data import (
+    AFFECT_CODES,
+    CK48_FOLDERS,
+    CK_CODES,
+    FER_CANONICAL,
+    FER_FOLDERS,
+    JAFFE_CODES,
+    RAF_LABELS,
+    affectnet_folders,
+    affectnet_official,
+    as_dir,
+    as_zip,
+    ckplus48,
+    ckplus_original,
+    fer2013_csv,
+    fer2013_folders,
+    jaffe,
+    rafdb_basic,
+    rafdb_repackaged,
+)
+
+from dsm.data import prepare_dataset
+from dsm.data.format import CANONICAL_CLASSES, load_prepared
+from dsm.data.sources import DirSource
+
+SEVEN = ["neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger"]
+
+
+def prep(name: str, source: Path | None, out: Path, **opts):
+    """Prepare with --allow-mismatch (fixtures are smaller than the official sets) and load the result."""
+    with pytest.warns(UserWarning, match="differ from the official"):
+        prepare_dataset(name, source, out, allow_mismatch=True, progress=False, **opts)
+    return load_prepared(out)
+
+
+def meta_labels(data) -> dict[str, str]:
+    """source file -> label, checking labels.npy agrees with meta.csv."""
+    meta = data.meta
+    assert [data.classes[i] for i in data.labels] == meta["label"].tolist()
+    return dict(zip(meta["source"], meta["label"], strict=True))
+
+
+def check_manifest(data, dataset: str, n: int, splits: dict[str, int], classes: list[str]) -> None:
+    m = data.manifest
+    assert m["dataset"] == dataset and m["num_images"] == n == len(data.images) == len(data.labels)
+    assert m["splits"] == splits
+    assert m["classes"] == classes and all(c in CANONICAL_CLASSES for c in classes)
+    assert set(m["class_counts"]) == {"train", "val", "test"}
+    assert sum(sum(v.values()) for v in m["class_counts"].values()) == n
+    assert m["format_version"] == 1 and m["preparer_version"] and m["notes"]
+    assert m["count_mismatch"] is None or m["count_mismatch"]["found"] == splits
+
+
+# --- FER2013 ---------------------------------------------------------------------------------
+
+
+def test_fer2013_csv(tmp_path, monkeypatch):
+    import dsm.data.fer2013 as fer
+
+    csv = fer2013_csv(tmp_path / "fer2013.csv")
+    monkeypatch.setattr(fer, "OFFICIAL_COUNTS", {"train": 7, "val": 7, "test": 7})
+    prepare_dataset("fer2013", csv, tmp_path / "out", progress=False)  # no warning: counts match
+    data = load_prepared(tmp_path / "out")
+    check_manifest(data, "fer2013", 21, {"train": 7, "val": 7, "test": 7}, SEVEN)
+    assert data.images.shape == (21, 48, 48) and data.channels == 1
+    labels = meta_labels(data)
+    fer_codes = ["anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"]
+    assert [labels[f"fer2013.csv:{i + 2}"] for i in range(7)] == fer_codes
+    assert data.manifest["layout"] == "icml-csv" and len(data.manifest["source_sha256"]) == 64
+    from fixtures_data import image
+
+    np.testing.assert_array_equal(data.images[0], image((48, 48), 0))  # pixels round-trip exactly
+
+
+@pytest.mark.parametrize("packaging", ["zip", "dir"])
+def test_fer2013_folders(tmp_path, packaging):
+    files = fer2013_folders(prefix="archive/" if packaging == "zip" else "")
+    src = as_zip(tmp_path / "a.zip", files) if packaging == "zip" else as_dir(tmp_path / "raw", files)
+    data = prep("fer2013", src, tmp_path / "out")
+    check_manifest(data, "fer2013", 28, {"train": 14, "val": 7, "test": 7}, SEVEN)
+    labels = meta_labels(data)
+    for name, label in labels.items():
+        assert label == FER_CANONICAL[FER_FOLDERS.index(name.split("/")[-2])]
+    split = dict(zip(data.meta["source"], data.meta["split"], strict=True))
+    prefix = {"train": "Training_", "val": "PublicTest_", "test": "PrivateTest_"}
+    assert all(n.split("/")[-1].startswith(prefix[s]) for n, s in split.items())
+    assert data.manifest["layout"] == "image-folders"
+    if packaging == "dir":
+        assert data.manifest["source_sha256"] == DirSource(src).checksum()
+
+
+# --- RAF-DB ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("packaging", ["zip", "dir"])
+def test_rafdb_basic(tmp_path, packaging):
+    files = rafdb_basic()
+    src = as_zip(tmp_path / "raf.zip", files) if packaging == "zip" else as_dir(tmp_path / "raw", files)
+    data = prep("rafdb", src, tmp_path / "out")
+    check_manifest(data, "rafdb", 21, {"train": 14, "val": 0, "test": 7}, SEVEN)
+    assert data.images.shape == (21, 100, 100, 3) and data.channels == 3
+    labels = meta_labels(data)
+    assert labels["basic/Image/aligned/train_00001_aligned.jpg"] == RAF_LABELS[1] == "surprise"
+    assert labels["basic/Image/aligned/test_00007_aligned.jpg"] == RAF_LABELS[7] == "neutral"
+    assert data.meta.set_index("source").loc["basic/Image/aligned/test_00001_aligned.jpg", "split"] == "test"
+
+
+def test_rafdb_repackaged_and_size(tmp_path):
+    data = prep("rafdb", as_dir(tmp_path / "raw", rafdb_repackaged()), tmp_path / "out", size=64)
+    check_manifest(data, "rafdb", 21, {"train": 14, "val": 0, "test": 7}, SEVEN)
+    assert data.images.shape == (21, 64, 64, 3)
+    for name, label in meta_labels(data).items():
+        assert label == RAF_LABELS[int(name.split("/")[-2])]
+
+
+# --- CK+ -------------------------------------------------------------------------------------
+
+
+def _check_folds(data, n_folds: int) -> None:
+    meta = data.meta
+    assert (meta["split"] == "train").all() and (meta["fold"] >= 0).all()
+    assert meta["fold"].nunique() == n_folds == data.manifest["folds"]
+    assert (meta.groupby("subject")["fold"].nunique() == 1).all()  # no subject in two folds
+
+
+def test_ckplus_original(tmp_path):
+    data = prep("ckplus", as_dir(tmp_path / "raw", ckplus_original(subjects=12)), tmp_path / "out")
+    classes = [c for c in CANONICAL_CLASSES if c != "neutral"]
+    check_manifest(data, "ckplus", 36, {"train": 36, "val": 0, "test": 0}, classes)
+    assert data.images.shape == (36, 48, 48)
+    labels = meta_labels(data)
+    # labelled sequence 001 -> its last 3 frames; unlabelled 002 -> nothing
+    assert sorted(n for n in labels if n.split("/")[1] == "S100") == [
+        f"cohn-kanade-images/S100/001/S100_001_{f:08d}.png" for f in (3, 4, 5)
+    ]
+    assert labels["cohn-kanade-images/S101/001/S101_001_00000005.png"] == CK_CODES[2] == "contempt"
+    _check_folds(data, 10)
+    counts = data.meta.groupby("fold").size()
+    assert counts.max() - counts.min() <= 3  # balanced: whole subjects of 3 images
+    crop = data.manifest["face_crop"]
+    assert sum(crop["counts"].values()) == 36
+
+
+def test_ckplus_neutral_first_frame_zip(tmp_path):
+    src = as_zip(tmp_path / "ck.zip", {f"CK+/{k}": v for k, v in ckplus_original(subjects=7).items()})
+    data = prep("ckplus", src, tmp_path / "out", neutral_first_frame=True, size=32)
+    check_manifest(data, "ckplus", 28, {"train": 28, "val": 0, "test": 0}, list(CANONICAL_CLASSES))
+    labels = meta_labels(data)
+    assert labels["CK+/cohn-kanade-images/S100/001/S100_001_00000001.png"] == "neutral"
+    assert sum(v == "neutral" for v in labels.values()) == 7
+    assert data.images.shape == (28, 32, 32)
+    _check_folds(data, 7)  # fewer subjects than 10: one fold per subject
+
+
+def test_ckplus48(tmp_path):
+    data = prep("ckplus", as_zip(tmp_path / "ck48.zip", ckplus48(subjects=14)), tmp_path / "out")
+    check_manifest(data, "ckplus", 42, {"train": 42, "val": 0, "test": 0}, [c for c in CANONICAL_CLASSES][1:])
+    for name, label in meta_labels(data).items():
+        assert label == CK48_FOLDERS[name.split("/")[-2]]
+    assert set(data.meta["subject"]) == {f"S{s:03d}" for s in range(14)}
+    _check_folds(data, 10)
+    assert data.manifest["layout"] == "ck+48"
+
+
+def test_subject_folds_are_deterministic_and_balanced():
+    from dsm.data.build import subject_folds
+
+    subjects = [f"S{i % 23}" for i in range(200)] + ["big"] * 30
+    folds = subject_folds(subjects, 10)
+    assert folds == subject_folds(list(reversed(subjects)), 10)
+    assert set(folds.values()) == set(range(10))
+    loads = np.bincount([folds[s] for s in subjects])
+    assert loads.max() - loads.min() <= 30
+
+
+# --- AffectNet -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("classes", [8, 7])
+def test_affectnet_official(tmp_path, classes):
+    src = as_zip(tmp_path / "affectnet.zip", affectnet_official())
+    data = prep("affectnet", src, tmp_path / "out", classes=classes, size=56)
+    n = classes
+    check_manifest(data, "affectnet", 3 * n, {"train": 2 * n, "val": 0, "test": n}, AFFECT_CODES[:n])
+    assert data.images.shape == (3 * n, 56, 56, 3)
+    labels = meta_labels(data)
+    assert labels["Manually_Annotated_Images/2/t010.jpg"] == "happiness"
+    assert not any(f"/{c + 1}/" in name for name in labels for c in (8, 9, 10))  # none/uncertain/non-face dropped
+    assert ("contempt" in labels.values()) == (classes == 8)
+    assert data.manifest["test_is_validation"] is True
+    assert any("validation set" in note for note in data.manifest["notes"])
+    assert data.manifest["options"] == {"size": 56, "classes": classes}
+
+
+@pytest.mark.parametrize("digits", [False, True])
+def test_affectnet_class_folders(tmp_path, digits):
+    data = prep("affectnet", as_dir(tmp_path / "raw", affectnet_folders(digits=digits)), tmp_path / "out")
+    check_manifest(data, "affectnet", 24, {"train": 16, "val": 0, "test": 8}, AFFECT_CODES)
+    assert data.images.shape == (24, 112, 112, 3)
+    labels = meta_labels(data)
+    first = "val/1/10.jpg" if digits else "val/happy/10.jpg"
+    assert labels[first] == "happiness"
+
+
+# --- JAFFE -----------------------------------------------------------------------------------
+
+
+def test_jaffe(tmp_path, monkeypatch):
+    import dsm.data.jaffe as jaffe_module
+
+    monkeypatch.setattr(jaffe_module, "OFFICIAL_COUNTS", {"train": 70})
+    prepare_dataset("jaffe", as_dir(tmp_path / "raw", jaffe()), tmp_path / "out", progress=False)
+    data = load_prepared(tmp_path / "out")
+    check_manifest(data, "jaffe", 70, {"train": 70, "val": 0, "test": 0}, SEVEN)
+    assert data.images.shape == (70, 48, 48)
+    labels = meta_labels(data)
+    assert labels["jaffe/KA.NE1.1.tiff"] == "neutral" and labels["jaffe/KA.AN1.5.tiff"] == JAFFE_CODES["AN"]
+    _check_folds(data, 10)
+    assert data.meta.groupby("fold")["subject"].nunique().eq(1).all()  # one subject per fold
+
+
+# --- synthetic and the manifest ----------------------------------------------------------------
+
+
+def test_synthetic_preparer(tmp_path):
+    prepare_dataset("synthetic", None, tmp_path / "out", n=280, seed=3, progress=False)
+    data = load_prepared(tmp_path / "out")
+    m = data.manifest
+    assert m["classes"] == SEVEN and m["num_images"] == 280 and data.images.shape == (280, 48, 48)
+    assert m["source_sha256"] is None and m["options"] == {"n": 280, "seed": 3, "size": 48}
+    split_of_subject = data.meta.groupby("subject")["split"].nunique()
+    assert (split_of_subject == 1).all()  # no identity crosses splits
+    assert set(data.meta["split"]) == {"train", "val", "test"}
+    assert 0.6 < m["splits"]["train"] / 280 < 0.8
+
+
+def test_manifest_is_json_and_hash_stable(tmp_path):
+    for out in ("a", "b"):
+        prepare_dataset("synthetic", None, tmp_path / out, n=70, seed=1, progress=False)
+    a, b = (load_prepared(tmp_path / o) for o in "ab")
+    assert a.hash == b.hash
+    np.testing.assert_array_equal(a.images, b.images)
+    json.loads((tmp_path / "a" / "manifest.json").read_text())
+
+
+def test_overwrite(tmp_path):
+    prepare_dataset("synthetic", None, tmp_path / "out", n=70, progress=False)
+    prepare_dataset("synthetic", None, tmp_path / "out", n=84, progress=False, overwrite=True)
+    assert load_prepared(tmp_path / "out").manifest["num_images"] == 84
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temp dirs left behind
