@@ -1,0 +1,189 @@
+"""Bad input: one-line DataError naming the file and the problem, exit 2 from the CLI, no partial output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+import zipfile
+from pathlib import Path
+
+import pytest
+from fixtures_data import (
+    affectnet_official,
+    as_dir,
+    as_zip,
+    ckplus_original,
+    fer2013_csv,
+    fer2013_folders,
+    jaffe,
+    rafdb_basic,
+)
+
+from dsm.data import prepare_dataset
+from dsm.data.format import DataError
+from dsm.data.prepare import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fails(name: str, source: Path, tmp_path: Path, match: str, **opts) -> str:
+    """Preparation fails with a one-line DataError matching ``match`` and leaves nothing behind."""
+    before = set(tmp_path.iterdir())
+    with pytest.raises(DataError, match=match) as info, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the fixtures are smaller than the official sets
+        prepare_dataset(name, source, tmp_path / "out", progress=False, allow_mismatch=True, **opts)
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert set(tmp_path.iterdir()) == before  # no output, no temp directory
+    return msg
+
+
+def test_corrupt_image_in_zip(tmp_path):
+    files = fer2013_folders()
+    files["train/happy/Training_31.jpg"] = b"\xff\xd8 definitely not a jpeg"
+    msg = fails("fer2013", as_zip(tmp_path / "a.zip", files), tmp_path, "cannot decode image")
+    assert "a.zip:train/happy/Training_31.jpg" in msg
+
+
+def test_empty_image_file_in_dir(tmp_path):
+    files = rafdb_basic()
+    files["basic/Image/aligned/test_00003_aligned.jpg"] = b""
+    msg = fails("rafdb", as_dir(tmp_path / "raw", files), tmp_path, "cannot decode image")
+    assert "test_00003_aligned.jpg" in msg
+
+
+def test_corrupt_csv_pixels(tmp_path):
+    csv = fer2013_csv(tmp_path / "fer2013.csv")
+    lines = csv.read_text().splitlines()
+    lines[3] = "2,1 2 3,Training"
+    csv.write_text("\n".join(lines) + "\n")
+    fails("fer2013", csv, tmp_path, r"fer2013\.csv line 4: pixels must be 2304 integers")
+
+
+@pytest.mark.parametrize(
+    ("name", "files", "match"),
+    [
+        ("rafdb", {k: v for k, v in rafdb_basic().items() if "EmoLabel" not in k}, "missing label file"),
+        ("ckplus", {k: v for k, v in ckplus_original().items() if "Emotion" not in k}, "missing label files"),
+        ("affectnet", {k: v for k, v in affectnet_official().items() if k != "validation.csv"}, "validation.csv"),
+    ],
+)
+def test_missing_label_file(tmp_path, name, files, match):
+    fails(name, as_dir(tmp_path / "raw", files), tmp_path, match)
+
+
+def test_missing_listed_image(tmp_path):
+    files = {k: v for k, v in rafdb_basic().items() if "train_00002" not in k}
+    fails("rafdb", as_dir(tmp_path / "raw", files), tmp_path, r"train_00002_aligned\.jpg: missing \(listed in")
+
+
+def test_labels_out_of_range(tmp_path):
+    files = rafdb_basic()
+    label_file = "basic/EmoLabel/list_patition_label.txt"
+    files[label_file] = files[label_file].replace(b"train_00003.jpg 3", b"train_00003.jpg 9")
+    match = r"list_patition_label\.txt line 3: label 9 outside 1\.\.7"
+    fails("rafdb", as_dir(tmp_path / "raf", files), tmp_path, match)
+
+    files = ckplus_original()
+    files["Emotion/S100/001/S100_001_00000005_emotion.txt"] = b"   9.0000000e+00\n"
+    match = r"S100_001_00000005_emotion\.txt: label .* outside 0\.\.7"
+    fails("ckplus", as_dir(tmp_path / "ck", files), tmp_path, match)
+
+    csv = fer2013_csv(tmp_path / "fer2013.csv")
+    csv.write_text(csv.read_text().replace("\n0,", "\n7,", 1))
+    fails("fer2013", csv, tmp_path, r"fer2013\.csv line 2: emotion '7' outside 0\.\.6")
+
+    files = affectnet_official()
+    files["training.csv"] = files["training.csv"].replace(b",10,0.1", b",11,0.1")
+    fails("affectnet", as_dir(tmp_path / "aff", files), tmp_path, r"training\.csv line \d+: expression '11' outside")
+
+
+@pytest.mark.parametrize(
+    ("name", "files", "match"),
+    [
+        ("fer2013", {"notes/readme.txt": b"hello"}, "unexpected layout for fer2013"),
+        ("rafdb", {"x/y.jpg": b"?"}, "unexpected layout for rafdb"),
+        ("ckplus", {"x/y.png": b"?"}, "unexpected layout for ckplus"),
+        ("affectnet", {"x/y.jpg": b"?"}, "unexpected layout for affectnet"),
+        ("jaffe", {"x/y.jpg": b"?"}, "unexpected layout for jaffe"),
+        ("fer2013", {**fer2013_folders(), "train/happyish/Training_1.jpg": b"?"}, "happyish.*unexpected"),
+        ("fer2013", {**fer2013_folders(), "test/happy/im1.jpg": b"?"}, "im1.jpg: cannot tell the split"),
+        ("jaffe", {**jaffe(1), "jaffe/KA.XX1.99.tiff": b"?"}, r"KA\.XX1\.99\.tiff: unexpected name"),
+    ],
+)
+def test_unexpected_layout(tmp_path, name, files, match):
+    fails(name, as_dir(tmp_path / "raw", files), tmp_path, match)
+
+
+def test_counts_differ_from_official(tmp_path):
+    src = as_zip(tmp_path / "a.zip", fer2013_folders())
+    with pytest.raises(DataError, match=r"train=14 val=7 test=7 differ from the official train=28709 .*allow-mismatch"):
+        prepare_dataset("fer2013", src, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    with pytest.warns(UserWarning, match="differ from the official"):
+        prepare_dataset("fer2013", src, tmp_path / "out", progress=False, allow_mismatch=True)
+    assert (tmp_path / "out" / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("entry", ["../evil.jpg", "/etc/evil.jpg", "train/../../evil.jpg"])
+def test_zip_entry_escaping(tmp_path, entry):
+    src = as_zip(tmp_path / "a.zip", {**fer2013_folders(), entry: b"x"})
+    fails("fer2013", src, tmp_path, f"entry '{entry}' escapes the archive")
+
+
+def test_not_a_zip_and_missing_source(tmp_path):
+    (tmp_path / "broken.zip").write_bytes(b"PK\x03\x04 truncated")
+    fails("fer2013", tmp_path / "broken.zip", tmp_path, "not a readable zip file")
+    fails("rafdb", tmp_path / "nowhere", tmp_path, "source not found")
+
+
+def test_corrupt_zip_member(tmp_path):
+    src = as_zip(tmp_path / "a.zip", fer2013_folders())
+    data = bytearray(src.read_bytes())
+    with zipfile.ZipFile(src) as z:
+        info = z.getinfo("train/angry/Training_00.jpg")
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    data[start : start + 20] = b"\0" * 20  # stored data no longer matches its CRC
+    src.write_bytes(bytes(data))
+    fails("fer2013", src, tmp_path, r"Training_00\.jpg: cannot (read from the zip|decode)")
+
+
+def test_output_exists(tmp_path):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(DataError, match="already exists.*--overwrite"):
+        prepare_dataset("synthetic", None, tmp_path / "out", n=14, progress=False)
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+def test_cli_error_is_one_line_exit_2(tmp_path, capsys):
+    src = as_zip(tmp_path / "a.zip", fer2013_folders())
+    assert main(["fer2013", "--source", str(src), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+    assert main(["fer2013", "--source", str(src), "--out", str(tmp_path / "out"), "--allow-mismatch", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith("warning: ") and "differ from the official" in captured.err
+    assert "28 images (train 14, val 7, test 7)" in captured.out
+
+
+def test_cli_source_from_env(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DSM_FER2013_ZIP", raising=False)
+    assert main(["fer2013", "--out", str(tmp_path / "out")]) == 2
+    assert "DSM_FER2013_ZIP" in capsys.readouterr().err
+    monkeypatch.setenv("DSM_FER2013_ZIP", str(as_zip(tmp_path / "a.zip", fer2013_folders())))
+    assert main(["fer2013", "--out", str(tmp_path / "out"), "--allow-mismatch", "--quiet"]) == 0
+
+
+def test_script_subprocess_no_traceback(tmp_path):
+    """The real entry point: exit status 2, one stderr line, for a bad zip entry."""
+    src = as_zip(tmp_path / "a.zip", {"../x.jpg": b"x"})
+    cmd = [sys.executable, str(ROOT / "data_scripts" / "prepare.py"), "fer2013", "--source", str(src), "--out",
+           str(tmp_path / "out")]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr == f"error: {src}: entry '../x.jpg' escapes the archive (absolute path or '..')\n"
