@@ -161,13 +161,19 @@ def _hold_out(
 def _stratified_take(
     indices: np.ndarray, labels: np.ndarray, fraction: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(taken, rest): round(fraction * n_c) random indices of every class c."""
-    taken = []
-    for c in np.unique(labels[indices]):
-        members = indices[labels[indices] == c]
-        taken.append(rng.permutation(members)[: round(fraction * len(members))])
-    t = np.sort(np.concatenate(taken)) if taken else np.zeros(0, np.int64)
-    return t.astype(np.int64), np.setdiff1d(indices, t).astype(np.int64)
+    """(taken, rest): round(fraction * n) random indices, each class's share within one image of its quota.
+
+    Quotas are floored and the remaining images go to the classes with the largest
+    fractional parts (largest-remainder rounding), so the total is exact.
+    """
+    classes, counts = np.unique(labels[indices], return_counts=True)
+    quota = fraction * counts
+    take = np.floor(quota).astype(int)
+    extra = round(fraction * len(indices)) - take.sum()
+    take[np.argsort(-(quota - take), kind="stable")[:extra]] += 1
+    taken = [rng.permutation(indices[labels[indices] == c])[:k] for c, k in zip(classes, take, strict=True)]
+    t = np.sort(np.concatenate(taken)).astype(np.int64) if taken else np.zeros(0, np.int64)
+    return t, np.setdiff1d(indices, t).astype(np.int64)
 
 
 def _subject_take(

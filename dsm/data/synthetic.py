@@ -150,7 +150,7 @@ def _render(rng: np.random.Generator, p: dict[str, np.ndarray], labels: np.ndarr
     x = (np.cos(theta) * du + np.sin(theta) * dv) / scale
     y = (-np.sin(theta) * du + np.cos(theta) * dv) / scale
     px = 2.0 / size / scale  # one pixel in face units
-    x = x * np.where(rng.uniform(0, 1, (m, 1, 1)) < 0.5, 1, -1)  # mirror (breaks left/right cues)
+    x = x * np.where(rng.uniform(0, 1, (m, 1, 1)) < 0.5, 1, -1).astype(np.float32)  # mirror (breaks left/right cues)
 
     # background, face, hair
     img = u(0.05, 0.95) + u(-0.2, 0.2) * gu[None]
