@@ -8,6 +8,7 @@ streams the images into a ``PreparedWriter`` behind a tqdm bar.
 
 from __future__ import annotations
 
+import argparse
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -31,6 +32,14 @@ class Record:
     subject: str = ""
     fold: int = -1
     key: Any = None
+
+
+def positive_int(text: str) -> int:
+    """argparse type for sizes and counts (a zero or negative size would fail deep inside OpenCV)."""
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def check_out(out: str | Path, overwrite: bool) -> Path:
