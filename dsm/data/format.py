@@ -19,8 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -140,7 +140,9 @@ class PreparedWriter:
 
     def __enter__(self) -> PreparedWriter:
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
+        # not tempfile.mkdtemp: its 0700 mode would make the prepared directory private
+        self.tmp = self.out.parent / f".{self.out.name}.tmp-{uuid.uuid4().hex[:12]}"
+        self.tmp.mkdir()
         self.images = np.lib.format.open_memmap(
             self.tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(self.n, *self.image_shape)
         )
