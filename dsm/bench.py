@@ -7,16 +7,22 @@ Latency is measured on the re-parameterised eval model, batch 1, after warm-up,
 as median and inter-quartile range over ``runs`` timed forward passes (CUDA events
 on a GPU). ``compare`` interleaves the configs run by run so that a noisy machine
 slows all of them alike and their ratios stay trustworthy.
+
+``runtime_latency`` times one fused model under PyTorch eager, ``torch.compile`` and
+onnxruntime (CPU) at several batch sizes, interleaved the same way; ``pipeline_fps``
+measures the whole ``dsm predict`` pipeline (face detection + classification) on a video.
 """
 
 from __future__ import annotations
 
 import platform
 import statistics
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -182,3 +188,164 @@ def compare(
             res.latency_ms_median, res.latency_ms_iqr, res.latency_runs = med, iqr, runs
             res.device, res.threads = device_name(device), torch.get_num_threads()
     return results
+
+
+# --- runtimes and the whole prediction pipeline ---------------------------------------
+
+RUNTIMES = ("eager", "compile", "onnxruntime")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:200]
+
+
+def _runtime_runner(
+    backend: str, model: nn.Module, x: torch.Tensor, onnx_path: Path | None, threads: int
+) -> Callable[[], object]:
+    """A no-argument callable running one forward pass of ``model`` on ``x`` with ``backend``.
+
+    Raises when the backend cannot run here (no compiler for torch.compile, no onnxruntime).
+    """
+    if backend == "eager":
+        return lambda: model(x)
+    if backend == "compile":
+        compiled = torch.compile(model, dynamic=False)  # one static graph per batch size, compiled on this call
+        compiled(x)
+        return lambda: compiled(x)
+    if backend == "onnxruntime":
+        from dsm.export import INPUT, session
+
+        assert onnx_path is not None
+        sess, feed = session(onnx_path, threads), {INPUT: x.numpy()}
+        sess.run(None, feed)
+        return lambda: sess.run(None, feed)
+    raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(RUNTIMES)}")
+
+
+def runtime_latency(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    backends: Sequence[str] = RUNTIMES,
+    batches: Sequence[int] = (1, 32),
+    runs: int = 50,
+    warmup: int = 10,
+    threads: int | None = None,
+) -> list[dict]:
+    """CPU latency of one model under several runtimes, one dict per (batch, backend).
+
+    Pass the deployed (fused) model. ``input_shape`` is (C, H, W) or (N, C, H, W); N is
+    replaced by each of ``batches``. Per batch the backends are timed interleaved, run by
+    run, like ``latency``; PyTorch and onnxruntime get the same number of threads. A backend
+    that cannot run here (torch.compile without a working C compiler, say) is reported with
+    ``available: False`` and the reason instead of failing the benchmark.
+    """
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _runtime_latency(model.eval().cpu(), tuple(input_shape[-3:]), backends, batches, runs, warmup)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _runtime_latency(
+    model: nn.Module, chw: tuple[int, ...], backends: Sequence[str], batches: Sequence[int], runs: int, warmup: int
+) -> list[dict]:
+    threads = torch.get_num_threads()
+    results: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path, onnx_error = None, None
+        if "onnxruntime" in backends:
+            try:
+                from dsm.export import export_model
+
+                onnx_path = export_model(model, Path(tmp) / "model.onnx", (1, *chw))
+            except Exception as e:  # noqa: BLE001  (reported per row below)
+                onnx_error = _first_line(e)
+        for batch in batches:
+            x = torch.randn(batch, *chw)
+            rows, timers = [], []
+            for backend in backends:
+                row = {"backend": backend, "batch": batch, "input": "x".join(map(str, chw)), "threads": threads}
+                row |= {"available": True, "reason": "", "runs": runs}
+                try:
+                    if backend == "onnxruntime" and onnx_error:
+                        raise RuntimeError(f"ONNX export failed: {onnx_error}")
+                    with torch.inference_mode():
+                        timers.append((row, _timer(_runtime_runner(backend, model, x, onnx_path, threads), x.device)))
+                except Exception as e:  # noqa: BLE001
+                    row |= {"available": False, "reason": _first_line(e), "runs": 0}
+                rows.append(row)
+            times: list[list[float]] = [[] for _ in timers]
+            with torch.inference_mode():
+                for _ in range(warmup):
+                    for _, t in timers:
+                        t()
+                for _ in range(runs):
+                    for i, (_, t) in enumerate(timers):
+                        times[i].append(t())
+            for (row, _), ts in zip(timers, times, strict=True):
+                med, iqr = _summary(ts)
+                row |= {"latency_ms_median": med, "latency_ms_iqr": iqr, "ms_per_image": med / batch}
+                row["images_per_s"] = 1e3 * batch / med
+            results += rows
+    return results
+
+
+def pipeline_fps(
+    video: str | Path,
+    checkpoint: str | Path | None = None,
+    every_n: int = 1,
+    max_frames: int | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
+    """Frames per second of ``dsm predict`` on a video: face detection + classification.
+
+    ``fps`` counts detect + classify time only; ``fps_with_decode`` adds reading the
+    frames. Drawing and writing the annotated video are not included.
+    """
+    from tqdm import tqdm
+
+    from dsm.predict import Predictor, video_frames, video_info
+
+    pred = Predictor(checkpoint, device)
+    total, _ = video_info(video)
+    n_expected = -(-total // every_n) if total else None
+    if max_frames and n_expected:
+        n_expected = min(n_expected, max_frames)
+    detect_ms, classify_ms, faces, size = [], [], 0, None
+    start = time.perf_counter()
+    bar = tqdm(total=n_expected or max_frames, desc=Path(video).name, unit="frame", disable=not progress)
+    for _, frame in video_frames(video, every_n):
+        t0 = time.perf_counter()
+        boxes = pred.detect(frame)
+        t1 = time.perf_counter()
+        faces += len(pred.predict_boxes(frame, boxes))
+        t2 = time.perf_counter()
+        detect_ms.append((t1 - t0) * 1e3)
+        classify_ms.append((t2 - t1) * 1e3)
+        size = f"{frame.shape[1]}x{frame.shape[0]}"
+        bar.update()
+        if max_frames and len(detect_ms) >= max_frames:
+            break
+    bar.close()
+    wall = time.perf_counter() - start
+    n = len(detect_ms)
+    if n == 0:
+        raise ValueError(f"{video}: no frame could be read")
+    busy = (sum(detect_ms) + sum(classify_ms)) / 1e3
+    return {
+        "video": str(video),
+        "frame_size": size,
+        "frames": n,
+        "faces": faces,
+        "fps": n / busy,
+        "fps_with_decode": n / wall,
+        "detect_ms_median": statistics.median(detect_ms),
+        "classify_ms_median": statistics.median(classify_ms),
+        "detector": pred.detector.backend,
+        "model_input": f"{pred.channels}x{pred.size}",
+        "device": device_name(device),
+    }

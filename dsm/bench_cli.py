@@ -1,14 +1,21 @@
-"""``dsm bench``: one config as JSON, or ``--compare`` several side by side (interleaved)."""
+"""``dsm bench``: one config as JSON, or ``--compare`` several side by side (interleaved).
+
+``--runtimes`` times the fused model(s) under PyTorch eager, torch.compile and onnxruntime
+at batch 1 and 32; ``--video FILE --checkpoint CKPT`` measures the frames per second of the
+whole ``dsm predict`` pipeline (face detection + classification).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import pandas as pd
 
-from dsm.bench import BenchConfig, compare
+from dsm.bench import RUNTIMES, BenchConfig, compare, device_name, pipeline_fps, runtime_latency
 from dsm.registry import list_modulators
+from dsm.reparam import reparameterize
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,6 +37,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--sizes", default=None, help="comma list of CxS for --compare, e.g. 3x112,1x48")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    g = p.add_argument_group("runtimes (--runtimes)")
+    g.add_argument("--runtimes", action="store_true", help="latency under several runtimes and batch sizes")
+    g.add_argument("--backends", default=",".join(RUNTIMES), help="comma list of %(default)s")
+    g.add_argument("--batches", default="1,32", help="comma list of batch sizes (default: %(default)s)")
+    g = p.add_argument_group("prediction pipeline (--video)")
+    g.add_argument("--video", default=None, help="video file: frames/s of face detection + classification")
+    g.add_argument("--checkpoint", default=None, help="checkpoint for --video (default: the released one)")
+    g.add_argument("--every-n-frames", type=int, default=1, metavar="N")
+    g.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N processed frames")
 
 
 def configs_from_args(args: argparse.Namespace) -> list[BenchConfig]:
@@ -44,7 +60,64 @@ def configs_from_args(args: argparse.Namespace) -> list[BenchConfig]:
     return [BenchConfig(args.model, m, s, c, args.num_classes) for c, s in sizes for m in mods]
 
 
+def run_runtimes(args: argparse.Namespace) -> int:
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = sorted(set(backends) - set(RUNTIMES))
+    if unknown:
+        print(f"dsm bench: unknown backend(s) {', '.join(unknown)}; choose from {', '.join(RUNTIMES)}", file=sys.stderr)
+        return 2
+    batches = [int(b) for b in args.batches.split(",")]
+    rows = []
+    for cfg in configs_from_args(args):
+        fused = reparameterize(cfg.build())
+        shape = (cfg.in_chans, cfg.input_size, cfg.input_size)
+        for row in runtime_latency(fused, shape, backends, batches, args.runs, args.warmup, args.threads):
+            rows.append({"name": cfg.name, **row})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    df = pd.DataFrame(rows)
+    for col in ("latency_ms_median", "latency_ms_iqr", "ms_per_image", "images_per_s"):
+        if col not in df:
+            df[col] = float("nan")
+    table = df[["name", "backend", "batch", "latency_ms_median", "latency_ms_iqr", "ms_per_image", "images_per_s"]]
+    print(table.round(3).to_string(index=False, na_rep="-"))
+    for row in rows:
+        if not row["available"]:
+            print(f"{row['name']} {row['backend']} batch {row['batch']}: unavailable ({row['reason']})")
+    print(
+        f"device: {device_name('cpu')}; fused eval model, latency per batch (ms), median/IQR over {args.runs} runs, "
+        "backends interleaved run by run"
+    )
+    return 0
+
+
+def run_video(args: argparse.Namespace) -> int:
+    from dsm.checkpoint import CheckpointError
+    from dsm.predict import ImageReadError
+
+    try:
+        res = pipeline_fps(args.video, args.checkpoint, args.every_n_frames, args.max_frames, args.device)
+    except (CheckpointError, ImageReadError, ValueError) as e:
+        print(f"dsm bench: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(res))
+        return 0
+    print(
+        f"{res['video']} ({res['frame_size']}): {res['frames']} frames, {res['faces']} faces; "
+        f"{res['fps']:.1f} frames/s detect+classify ({res['fps_with_decode']:.1f} with decoding); "
+        f"per frame median: detect {res['detect_ms_median']:.1f} ms ({res['detector']} Haar cascade), "
+        f"classify {res['classify_ms_median']:.1f} ms (input {res['model_input']}); {res['device']}"
+    )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.video:
+        return run_video(args)
+    if args.runtimes:
+        return run_runtimes(args)
     results = compare(configs_from_args(args), args.device, args.runs, args.warmup, args.threads, not args.no_latency)
     rows = [r.to_dict() for r in results]
     if args.json:

@@ -73,6 +73,7 @@ def _export_torchscript(model: nn.Module, x: torch.Tensor, path: Path, opset: in
     axes = {INPUT: {0: "batch"}, OUTPUT: {0: "batch"}} if dynamic_batch else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # "legacy exporter": chosen on purpose, see above
+        warnings.simplefilter("ignore", FutureWarning)  # its internal use of torch.jit
         torch.onnx.export(
             model,
             (x,),

@@ -1,4 +1,6 @@
-"""ONNX export of fused models: numerics, dynamic batch, metadata, every modulator."""
+"""ONNX export of fused models (numerics, dynamic batch, metadata, every modulator) and runtime latency."""
+
+import json
 
 import numpy as np
 import onnx
@@ -6,6 +8,7 @@ import pytest
 import torch
 
 import dsm
+from dsm.bench import runtime_latency
 from dsm.checkpoint import load_model, save_checkpoint
 from dsm.cli import main
 from dsm.export import INPUT, export_checkpoint, export_model, opset_of, read_metadata, session
@@ -100,3 +103,46 @@ def test_export_cli(gray_ckpt, tmp_path, capsys):
 def test_export_cli_missing_checkpoint(tmp_path, capsys):
     assert main(["export", "--checkpoint", str(tmp_path / "nope"), "--onnx", str(tmp_path / "x.onnx")]) == 2
     assert "checkpoint file missing" in capsys.readouterr().err
+
+
+# --- dsm bench --runtimes --------------------------------------------------------------
+
+
+def test_runtime_latency_times_eager_and_onnxruntime_per_batch():
+    fused = dsm.reparameterize(dsm.create_model("dsm_net", in_chans=1))
+    backends = ("eager", "onnxruntime")
+    rows = runtime_latency(fused, (1, 48, 48), backends, batches=(1, 2), runs=3, warmup=1, threads=1)
+    assert [(r["backend"], r["batch"]) for r in rows] == [
+        ("eager", 1),
+        ("onnxruntime", 1),
+        ("eager", 2),
+        ("onnxruntime", 2),
+    ]
+    assert all(r["available"] and r["latency_ms_median"] > 0 and r["runs"] == 3 for r in rows)
+    assert rows[2]["ms_per_image"] == pytest.approx(rows[2]["latency_ms_median"] / 2)
+
+
+def test_runtime_latency_reports_a_backend_that_cannot_run(monkeypatch):
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\n(details)")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    rows = runtime_latency(torch.nn.Conv2d(3, 4, 3), (3, 16, 16), backends=("eager", "compile"), batches=(1,), runs=2)
+    assert rows[0]["available"] and not rows[1]["available"]
+    assert "No working C++ compiler" in rows[1]["reason"] and "latency_ms_median" not in rows[1]
+
+
+@pytest.mark.slow
+def test_runtime_latency_with_torch_compile():
+    rows = runtime_latency(torch.nn.Conv2d(3, 4, 3), (3, 16, 16), backends=("compile",), batches=(1,), runs=2)
+    assert rows[0]["available"], rows[0]["reason"]
+
+
+def test_bench_cli_runtimes(capsys):
+    argv = ["bench", "--runtimes", "--in-chans", "1", "--input-size", "48", "--backends", "eager,onnxruntime"]
+    argv += ["--threads", "1"]  # 2 threads on a busy 2-core machine make eager PyTorch crawl
+    assert main([*argv, "--batches", "1", "--runs", "3", "--warmup", "1", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["backend"] for r in rows] == ["eager", "onnxruntime"] and rows[0]["name"] == "dsm_net[dsm]@1x48"
+    assert main([*argv, "--batches", "1", "--runs", "3", "--warmup", "1"]) == 0
+    assert "onnxruntime" in capsys.readouterr().out

@@ -50,6 +50,15 @@ def in_face_region(box):
     return 120 <= cx <= 160 and 55 <= cy <= 90 and 40 <= w <= 110
 
 
+def write_video(path, photo, frames=5):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, photo.shape[1::-1])
+    assert writer.isOpened()
+    for i in range(frames):
+        writer.write(np.roll(photo, 2 * i, axis=1))  # a slowly panning camera
+    writer.release()
+    return path
+
+
 def run_cli(capsys, *argv):
     rc = main(["predict", *map(str, argv)])
     out, err = capsys.readouterr()
@@ -170,12 +179,7 @@ def test_cli_missing_inputs_and_checkpoint(ckpt, tmp_path, capsys, monkeypatch):
 
 
 def test_cli_video(ckpt, tmp_path, capsys, photo):
-    video = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, photo.shape[1::-1])
-    assert writer.isOpened()
-    for i in range(5):
-        writer.write(np.roll(photo, 2 * i, axis=1))
-    writer.release()
+    video = write_video(tmp_path / "clip.avi", photo)
     out = tmp_path / "out"
     rc, stdout, _ = run_cli(capsys, video, "--checkpoint", ckpt, "--out", out, "--json", "--every-n-frames", "2")
     assert rc == 0
@@ -186,3 +190,11 @@ def test_cli_video(ckpt, tmp_path, capsys, photo):
     cap = cv2.VideoCapture(str(written))
     assert cap.isOpened() and cap.read()[0]
     cap.release()
+
+
+def test_bench_video_measures_the_pipeline(ckpt, tmp_path, capsys, photo):
+    video = write_video(tmp_path / "clip.avi", photo, frames=4)
+    assert main(["bench", "--video", str(video), "--checkpoint", str(ckpt), "--every-n-frames", "2", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["frames"] == 2 and res["faces"] >= 2 and res["fps"] > 0 and res["fps_with_decode"] <= res["fps"]
+    assert res["frame_size"] == "320x320" and res["model_input"] == "1x48"
