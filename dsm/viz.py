@@ -162,6 +162,11 @@ def results_table(summary: pd.DataFrame, labels: Mapping[str, str] | None = None
     return pd.DataFrame(rows)
 
 
+def _pct(x: float | None) -> float:
+    """A fraction in %, NaN where undefined (e.g. recall of a class absent from the split)."""
+    return float("nan") if x is None else round(100 * float(x), 2)
+
+
 def run_metrics(run: Mapping[str, Any]) -> dict[str, Any]:
     """The test metrics of a run record (its validation metrics when the data set has no test split)."""
     return dict(run.get("test_metrics") or run["val_metrics"])
@@ -172,7 +177,7 @@ def per_class_compare(runs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     cols = {}
     for label, run in runs.items():
         m = run_metrics(run)
-        cols[label] = {c: round(100 * m["per_class_recall"][c], 2) for c in m["classes"]}
+        cols[label] = {c: _pct(m["per_class_recall"].get(c)) for c in m["classes"]}
     df = pd.DataFrame(cols)
     df.index.name = "recall (%)"
     return df
@@ -183,7 +188,7 @@ def per_class_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     recall = metrics["per_class_recall"]
     cm = np.asarray(metrics["confusion_matrix"])
     return pd.DataFrame(
-        {"recall (%)": [round(100 * recall[c], 2) for c in metrics["classes"]], "test images": cm.sum(axis=1)},
+        {"recall (%)": [_pct(recall.get(c)) for c in metrics["classes"]], "test images": cm.sum(axis=1)},
         index=pd.Index(metrics["classes"], name="class"),
     )
 
@@ -379,6 +384,11 @@ def gradcam(
     return _resize(torch.from_numpy(np.asarray(maps)), images.shape[1:3])
 
 
+def _stretch(m: np.ndarray) -> np.ndarray:
+    lo, hi = float(m.min()), float(m.max())
+    return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+
+
 def plot_attention(
     images: np.ndarray,
     labels: Sequence[int],
@@ -386,8 +396,13 @@ def plot_attention(
     maps: Mapping[str, np.ndarray],
     alpha: float = 0.5,
     cmap: str = "jet",
+    normalize: bool = True,
 ) -> Figure:
-    """Rows = images; columns = the face, then each map overlaid on it (``maps``: title -> N x H x W)."""
+    """Rows = images; columns = the face, then each map overlaid on it (``maps``: title -> N x H x W).
+
+    With ``normalize`` every map is stretched to [0, 1] per image (Grad-CAM already is), so the
+    colours show where a map is high relative to the rest of that image, not its absolute level.
+    """
     n = len(images)
     cols = 1 + len(maps)
     fig, axes = plt.subplots(n, cols, figsize=(1.5 * cols + 0.6, 1.5 * n), squeeze=False)
@@ -397,9 +412,9 @@ def plot_attention(
         axes[i, 0].set_ylabel(classes[int(labels[i])], rotation=0, ha="right", va="center", fontsize=9)
         for j, (_, m) in enumerate(maps.items(), start=1):
             axes[i, j].imshow(img, cmap=gray, vmin=0, vmax=255)
-            axes[i, j].imshow(m[i], cmap=cmap, alpha=alpha, vmin=0, vmax=1)
+            axes[i, j].imshow(_stretch(m[i]) if normalize else m[i], cmap=cmap, alpha=alpha, vmin=0, vmax=1)
     for j, title in enumerate(["face", *maps], start=0):
-        axes[0, j].set_title(title, fontsize=9)
+        axes[0, j].set_title(title, fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -407,15 +422,42 @@ def plot_attention(
     return _done(fig)
 
 
-def plot_mean_maps(labels: Sequence[int], classes: Sequence[str], maps: Mapping[str, np.ndarray]) -> Figure:
-    """Class-averaged maps: rows = map kinds, columns = classes (where the model looks, on average)."""
+def map_stats(labels: Sequence[int], classes: Sequence[str], maps: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """Raw level of each map per class: mean, and the mean of each image's min and max."""
+    labels = np.asarray(labels)
+    rows = []
+    for title, m in maps.items():
+        for c in np.unique(labels):
+            sel = m[labels == c]
+            rows.append(
+                {
+                    "map": title,
+                    "class": classes[int(c)],
+                    "mean": round(float(sel.mean()), 3),
+                    "min": round(float(sel.min(axis=(1, 2)).mean()), 3),
+                    "max": round(float(sel.max(axis=(1, 2)).mean()), 3),
+                }
+            )
+    return (
+        pd.DataFrame(rows)
+        .pivot(index="class", columns="map", values=["mean", "min", "max"])
+        .reindex([classes[int(c)] for c in np.unique(labels)])
+    )
+
+
+def plot_mean_maps(
+    labels: Sequence[int], classes: Sequence[str], maps: Mapping[str, np.ndarray], normalize: bool = True
+) -> Figure:
+    """Class-averaged maps: rows = map kinds, columns = classes (where the model looks, on average);
+    each average stretched to [0, 1] with ``normalize``."""
     labels = np.asarray(labels)
     present = [c for c in range(len(classes)) if (labels == c).any()]
     fig, axes = plt.subplots(len(maps), len(present), figsize=(1.3 * len(present) + 1, 1.4 * len(maps)), squeeze=False)
     for r, (title, m) in enumerate(maps.items()):
         for j, c in enumerate(present):
             ax = axes[r, j]
-            ax.imshow(m[labels == c].mean(axis=0), cmap="magma", vmin=0, vmax=1)
+            mean = m[labels == c].mean(axis=0)
+            ax.imshow(_stretch(mean) if normalize else mean, cmap="magma", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.grid(False)

@@ -77,6 +77,8 @@ def test_gradcam(prepared, modulator):
     fig = viz.plot_attention(images, labels, CLASSES, {"Grad-CAM": cams})
     assert isinstance(fig, Figure)
     assert isinstance(viz.plot_mean_maps(labels, CLASSES, {"Grad-CAM": cams}), Figure)
+    stats = viz.map_stats(labels, CLASSES, {"Grad-CAM": cams})
+    assert list(stats.index) == CLASSES and (stats["max"] >= stats["min"]).all().all()
 
 
 def _summary():

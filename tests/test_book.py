@@ -1,0 +1,132 @@
+"""The notebooks and the book: every notebook runs with papermill (smoke profile, synthetic data), the book
+builds from the results with no warnings, and a failing notebook fails the reproduction."""
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from dsm import reproduce
+from dsm.reproduce import NOTEBOOKS
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMETERS = {"dataset", "data_dir", "profile", "runs_dir"}
+
+pytestmark = pytest.mark.slow
+
+
+def _args(tmp: Path, **changes) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    reproduce.add_arguments(parser)
+    args = parser.parse_args([])
+    args.profile = "smoke"
+    args.data_root = str(tmp / "data")
+    args.runs_root = str(tmp / "runs")
+    args.book = str(tmp / "book")
+    for k, v in changes.items():
+        setattr(args, k, v)
+    return args
+
+
+def _build(book: Path) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("jupyter-book")
+    return subprocess.run(
+        [str(exe), "build", str(book), "-W", "-n", "--keep-going"], capture_output=True, text=True, cwd=book.parent
+    )
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    """``dsm reproduce --profile smoke --datasets synthetic,fer2013`` into a copy of the book (FER2013 absent)."""
+    tmp = tmp_path_factory.mktemp("reproduce")
+    reproduce.copy_book(tmp)
+    rc = reproduce.run(_args(tmp, datasets="synthetic,fer2013", no_build=True))
+    assert rc == 0
+    return tmp
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_has_a_parameters_cell(name):
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    assigned = {line.split("=")[0].strip() for line in tagged[0].source.splitlines() if "=" in line}
+    assert assigned >= PARAMETERS
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit notebooks without outputs"
+
+
+def test_every_notebook_ran(reproduced):
+    out = reproduced / "book" / "results" / "synthetic"
+    for name in NOTEBOOKS:
+        nb = nbformat.read(out / f"{name}.ipynb", as_version=4)
+        assert nb.cells[0].source.startswith(f"# {reproduce.NOTEBOOK_TITLES[name]}: Synthetic")
+        assert nb.metadata["papermill"]["parameters"]["profile"] == "smoke"
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+        assert not errors
+        assert any(c.outputs for c in nb.cells if c.cell_type == "code")
+    results = (out / "results.ipynb").read_text()
+    assert "run.json" in results  # every table row names its run records
+    assert "Synthetic data" in results  # labelled as synthetic
+
+
+def test_missing_real_dataset_gets_a_how_to_page(reproduced):
+    page = reproduced / "book" / "results" / "fer2013" / "not_prepared.md"
+    assert "data_scripts/prepare.py fer2013" in page.read_text()
+    toc = (reproduced / "book" / "_toc.yml").read_text()
+    assert "results/fer2013/not_prepared" in toc and "results/synthetic/gate_maps" in toc
+
+
+def test_runs_are_reused(reproduced):
+    runs = sorted((reproduced / "runs" / "synthetic" / "smoke").glob("*/*/run.json"))
+    assert {p.parent.parent.name for p in runs} >= {"dsm", "cbam", "se", "dsm-kernel_size=3"}
+    records = [json.loads(p.read_text()) for p in runs]
+    assert all(r["status"] == "finished" for r in records)
+    before = {p: p.stat().st_mtime_ns for p in runs}
+    exp = reproduce.Experiment.create(
+        "smoke", "synthetic", reproduced / "data" / "synthetic-140", reproduced / "runs" / "synthetic" / "smoke"
+    )
+    exp.run(exp.all_variants())
+    assert {p: p.stat().st_mtime_ns for p in runs} == before
+
+
+def test_book_builds_without_warnings(reproduced):
+    proc = _build(reproduced / "book")
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "WARNING" not in log, log[-3000:]
+    html = reproduced / "_build" / "html"
+    assert (html / "results" / "synthetic" / "gate_maps.html").is_file()
+    assert (html / "references.html").is_file()
+
+
+def test_a_failing_notebook_fails(tmp_path, reproduced):
+    import papermill as pm
+
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    nb = nbformat.read(ROOT / "notebooks" / "dataset_overview.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("raise RuntimeError('boom in a notebook')"))
+    nbformat.write(nb, src / "dataset_overview.ipynb")
+    params = {
+        "dataset": "synthetic",
+        "data_dir": str(reproduced / "data" / "synthetic-140"),
+        "profile": "smoke",
+        "runs_dir": str(tmp_path / "runs"),
+    }
+    with pytest.raises(pm.PapermillExecutionError, match="boom in a notebook"):
+        reproduce.execute_notebook("dataset_overview", tmp_path / "out.ipynb", params, "Data: x", notebooks_dir=src)
+
+
+def test_the_committed_book_builds(tmp_path):
+    """The book as committed (static pages + book/results) builds with no warnings."""
+    shutil.copy2(ROOT / "_config.yml", tmp_path / "_config.yml")
+    shutil.copytree(ROOT / "book", tmp_path / "book", ignore=shutil.ignore_patterns("_build"))
+    proc = _build(tmp_path / "book")
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "WARNING" not in log, log[-3000:]
