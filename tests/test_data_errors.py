@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
@@ -169,6 +170,19 @@ def test_cli_error_is_one_line_exit_2(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.err.startswith("warning: ") and "differ from the official" in captured.err
     assert "28 images (train 14, val 7, test 7)" in captured.out
+
+
+def test_cli_unwritable_output(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who can write anywhere")
+        assert main(["synthetic", "--n", "14", "--out", str(locked / "out"), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1
+    finally:
+        locked.chmod(0o700)
 
 
 def test_cli_source_from_env(tmp_path, capsys, monkeypatch):

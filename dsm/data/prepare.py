@@ -85,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
         except DataError as e:
             print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
             return 2
+        except OSError as e:  # writing the output: permissions, a full disk
+            print(f"error: {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
+            return 2
     data = load_prepared(out)
     m = data.manifest
     counts = ", ".join(f"{s} {m['splits'][s]}" for s in SPLITS)
