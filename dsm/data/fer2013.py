@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +100,8 @@ def _folder_records(src: Source) -> list[Record] | None:
     return records
 
 
-def _csv_records(src: Source, name: str):  # -> (records, load)
+def _csv_records(src: Source, name: str) -> tuple[list[Record], Callable[[Record], np.ndarray]]:
+    """Records of the ICML CSV (labels and usage checked up front) and a loader parsing one row's pixels."""
     where = src.describe(name)
     try:
         df = pd.read_csv(io.BytesIO(src.read(name)), dtype=str, keep_default_na=False)
