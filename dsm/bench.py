@@ -300,6 +300,7 @@ def pipeline_fps(
     max_frames: int | None = None,
     device: str = "cpu",
     progress: bool = True,
+    threads: int | None = None,
 ) -> dict:
     """Frames per second of ``dsm predict`` on a video: face detection + classification.
 
@@ -310,6 +311,8 @@ def pipeline_fps(
 
     from dsm.predict import Predictor, video_frames, video_info
 
+    if threads:
+        torch.set_num_threads(threads)
     pred = Predictor(checkpoint, device)
     total, _ = video_info(video)
     n_expected = -(-total // every_n) if total else None
@@ -317,7 +320,7 @@ def pipeline_fps(
         n_expected = min(n_expected, max_frames)
     detect_ms, classify_ms, faces, size = [], [], 0, None
     start = time.perf_counter()
-    bar = tqdm(total=n_expected or max_frames, desc=Path(video).name, unit="frame", disable=not progress)
+    bar = tqdm(total=n_expected or max_frames, desc=Path(video).name, unit="frame", disable=None if progress else True)
     for _, frame in video_frames(video, every_n):
         t0 = time.perf_counter()
         boxes = pred.detect(frame)
@@ -348,4 +351,5 @@ def pipeline_fps(
         "detector": pred.detector.backend,
         "model_input": f"{pred.channels}x{pred.size}",
         "device": device_name(device),
+        "every_n_frames": every_n,
     }

@@ -97,7 +97,9 @@ def run_video(args: argparse.Namespace) -> int:
     from dsm.predict import ImageReadError
 
     try:
-        res = pipeline_fps(args.video, args.checkpoint, args.every_n_frames, args.max_frames, args.device)
+        res = pipeline_fps(
+            args.video, args.checkpoint, args.every_n_frames, args.max_frames, args.device, threads=args.threads
+        )
     except (CheckpointError, ImageReadError, ValueError) as e:
         print(f"dsm bench: {e}", file=sys.stderr)
         return 2
