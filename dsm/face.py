@@ -98,7 +98,7 @@ class HaarCascade:
         ii[1:, 1:] = img.cumsum(0).cumsum(1)
         sq = np.zeros((h + 1, w + 1), np.int64)
         sq[1:, 1:] = (img * img).cumsum(0).cumsum(1)
-        ii = ii.astype(np.int32)  # exact: at most 255 x 640 x 640 after FaceDetector's resize
+        ii = ii.astype(np.int32)  # may wrap on huge images, but rect sums (< 2**31) stay exact mod 2**32
         ny, nx = (h - wh) // step + 1, (w - ww) // step + 1
 
         def dense(table: np.ndarray, x: int, y: int, rw: int, rh: int) -> np.ndarray:
@@ -246,9 +246,11 @@ def group_with_support(rects: list[Box], min_neighbors: int, eps: float = 0.2) -
 class FaceDetector:
     """Frontal faces in BGR or gray images, the most certain (most raw detections merged) first.
 
-    Images are shrunk to ``max_side`` before detection (faces smaller than that are too
-    small to classify anyway, and it bounds the cost); boxes are in original pixels.
-    ``min_face`` is the smallest face side, as a fraction of the shorter image side.
+    Images are shrunk so their longer side is at most ``max_side`` before detection, which
+    bounds the cost (a face too small to find there is too small to classify anyway); boxes
+    are in original pixels. ``min_face`` is the smallest face side, as a fraction of the
+    shorter image side. ``backend``: "auto" (OpenCV where it has CascadeClassifier, else
+    numpy), "numpy" or "opencv".
     """
 
     def __init__(
@@ -260,12 +262,10 @@ class FaceDetector:
         max_side: int = 640,
         backend: str = "auto",
     ) -> None:
-        self.scale_factor, self.min_neighbors, self.min_face, self.max_side = (
-            scale_factor,
-            min_neighbors,
-            min_face,
-            max_side,
-        )
+        self.scale_factor = scale_factor
+        self.min_neighbors = min_neighbors
+        self.min_face = min_face
+        self.max_side = max_side
         self.cascade = HaarCascade(cascade)
         self._cv = None
         if backend not in ("auto", "numpy", "opencv"):

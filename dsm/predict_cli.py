@@ -43,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--every-n-frames", type=int, default=1, metavar="N", help="videos: classify every N-th frame")
     p.add_argument("--pad", type=float, default=0.1, help="grow face boxes by this fraction per side before cropping")
     p.add_argument("--min-face", type=float, default=0.05, help="smallest face, as a fraction of the shorter side")
+    p.add_argument("--min-neighbors", type=int, default=5, help="detector strictness: raise it against false faces")
 
 
 @dataclass
@@ -181,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
         print("dsm predict: --every-n-frames must be >= 1", file=sys.stderr)
         return 2
     try:
-        pred = Predictor(args.checkpoint, args.device, FaceDetector(min_face=args.min_face), pad=args.pad)
+        detector = FaceDetector(min_neighbors=args.min_neighbors, min_face=args.min_face)
+        pred = Predictor(args.checkpoint, args.device, detector, pad=args.pad)
     except CheckpointError as e:
         print(f"dsm predict: {e}", file=sys.stderr)
         return 2
