@@ -118,12 +118,15 @@ class Predictor:
 
     @torch.inference_mode()
     def classify(self, faces: Sequence[np.ndarray]) -> np.ndarray:
-        """Class probabilities (N, num_classes) of face crops (BGR or gray uint8, any size)."""
+        """Class probabilities (N, num_classes) of face crops (BGR, BGRA or gray uint8, any size)."""
         if not faces:
             return np.zeros((0, len(self.classes)), np.float32)
         batch = []
         for face in faces:
-            rgb = face if face.ndim == 2 else cv2.cvtColor(face, cv2.COLOR_BGR2RGB)
+            if face.ndim == 2:
+                rgb = face
+            else:
+                rgb = cv2.cvtColor(face, cv2.COLOR_BGRA2RGB if face.shape[2] == 4 else cv2.COLOR_BGR2RGB)
             t = torch.from_numpy(np.ascontiguousarray(rgb)).unsqueeze(0).to(self.device)
             batch.append(to_model_input(t, self.channels, self.size))  # per crop: sizes differ
         logits = self.model(torch.cat(batch))
@@ -140,7 +143,7 @@ class Predictor:
         return results
 
     def predict(self, image: np.ndarray | str | Path) -> list[FaceResult]:
-        """Every face of an image (array or file path), biggest first."""
+        """Every face of an image (array or file path), the most certain detection first."""
         if not isinstance(image, np.ndarray):
             image = read_image(image)
         return self.predict_boxes(image, self.detect(image))
