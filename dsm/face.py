@@ -280,7 +280,10 @@ class FaceDetector:
         self.backend = "opencv" if self._cv is not None else "numpy"
 
     def detect(self, image: np.ndarray) -> list[Box]:
-        gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        if image.ndim == 2:
+            gray = image
+        else:
+            gray = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
         h, w = gray.shape
         scale = min(1.0, self.max_side / max(h, w))
         if scale < 1.0:
