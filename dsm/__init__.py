@@ -1,24 +1,32 @@
-"""dsm: the Decomposed Spatial Modulator for efficient facial-expression recognition."""
+"""dsm: the Decomposed Spatial Modulator for efficient facial-expression recognition.
 
-from dsm import models, modulators  # noqa: F401  (populate the registries)
-from dsm.registry import (
-    create_model,
-    create_modulator,
-    list_models,
-    list_modulators,
-    register_model,
-    register_modulator,
-)
-from dsm.reparam import reparameterize
+Attributes load lazily (PEP 562) so that ``dsm prepare`` and ``dsm --help`` do not pay for
+importing torch and timm; ``dsm.create_model`` and friends import them on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "create_model",
-    "create_modulator",
-    "list_models",
-    "list_modulators",
-    "register_model",
-    "register_modulator",
-    "reparameterize",
-]
+_LAZY = {
+    "create_model": "dsm.registry",
+    "create_modulator": "dsm.registry",
+    "list_models": "dsm.registry",
+    "list_modulators": "dsm.registry",
+    "register_model": "dsm.registry",
+    "register_modulator": "dsm.registry",
+    "reparameterize": "dsm.reparam",
+    "TrainConfig": "dsm.config",
+    "recipe": "dsm.config",
+}
+
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'dsm' has no attribute {name!r}")

@@ -32,16 +32,25 @@ def register_modulator(name: str) -> Callable[[type[nn.Module]], type[nn.Module]
     return wrap
 
 
+def _populate() -> None:
+    """Import the built-in models and modulators, which register themselves."""
+    import dsm.models  # noqa: F401
+    import dsm.modulators  # noqa: F401
+
+
 def list_models() -> list[str]:
+    _populate()
     return sorted(_MODELS)
 
 
 def list_modulators() -> list[str]:
+    _populate()
     return sorted(_MODULATORS)
 
 
 def create_modulator(name: str | None, channels: int, **opts: Any) -> nn.Module:
     """Build a registered modulator; ``None``/"none" gives the identity."""
+    _populate()
     name = "none" if name in (None, "", "identity") else name
     if name not in _MODULATORS:
         raise ValueError(f"unknown modulator {name!r}; choose from {', '.join(list_modulators())}")
@@ -54,6 +63,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
         from dsm.models.timm_backbone import create_timm_model
 
         return create_timm_model(name.removeprefix("timm:"), **kwargs)
+    _populate()
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(list_models())} or timm:<arch>")
     return _MODELS[name](**kwargs)
