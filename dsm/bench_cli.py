@@ -12,6 +12,7 @@ import json
 import sys
 
 import pandas as pd
+import torch
 
 from dsm.bench import RUNTIMES, BenchConfig, compare, device_name, pipeline_fps, runtime_latency
 from dsm.registry import list_modulators
@@ -67,6 +68,8 @@ def run_runtimes(args: argparse.Namespace) -> int:
         print(f"dsm bench: unknown backend(s) {', '.join(unknown)}; choose from {', '.join(RUNTIMES)}", file=sys.stderr)
         return 2
     batches = [int(b) for b in args.batches.split(",")]
+    if args.threads:
+        torch.set_num_threads(args.threads)  # for the whole command, so the footer reports it
     rows = []
     for cfg in configs_from_args(args):
         fused = reparameterize(cfg.build())
