@@ -64,6 +64,11 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def same_run(self, other: dict[str, Any]) -> bool:
+        """Whether a saved config describes the same run; where and how fast it executes may differ."""
+        mine = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
+        return mine == {k: v for k, v in other.items() if k not in EXECUTION_FIELDS}
+
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
@@ -85,6 +90,9 @@ class TrainConfig:
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from e
 
+
+EXECUTION_FIELDS = ("device", "threads", "compile", "eval_batch_size")
+"""Fields a resumed run may change: they do not change what is computed (up to float rounding)."""
 
 RECIPES: dict[str, dict[str, Any]] = {
     "default": {},

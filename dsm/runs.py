@@ -131,7 +131,7 @@ def run_or_load(cfg: TrainConfig, show_progress: bool = False) -> dict[str, Any]
     out = Path(cfg.out)
     if (out / "run.json").is_file():
         run = load_run(out)
-        if run["status"] == "finished" and run["config"] == cfg.to_dict():
+        if run["status"] == "finished" and cfg.same_run(run["config"]):
             return run
     from dsm.train import train
 

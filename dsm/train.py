@@ -208,7 +208,7 @@ class Trainer:
         if not (self.out / "last.json").is_file():
             return False
         tensors, info = load_checkpoint(self.out / "last")
-        if info["config"] != self.cfg.to_dict():
+        if not self.cfg.same_run(info["config"]):
             raise ValueError(f"{self.out / 'last.json'}: written by a different config; use a new --out")
         self.model.load_state_dict(model_state(tensors))
         if self.ema is not None:
@@ -223,7 +223,7 @@ class Trainer:
         self.optimizer.load_state_dict(opt)
         torch.set_rng_state(tensors["rng.torch"])
         self.state = info["state"]
-        self.record = RunRecord.from_dict(info["record"])
+        self.record = RunRecord.from_dict({**info["record"], "config": self.cfg.to_dict()})
         return True
 
     def save_best(self) -> None:
