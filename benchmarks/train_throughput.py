@@ -95,15 +95,23 @@ def main() -> None:
     args = p.parse_args()
     prepared = load_prepared(args.data)
     size = int(prepared.manifest["image_size"][0])
-    rows = [{"variant": "naive: PIL + DataLoader, NCHW, batch 64", "images_per_s": naive_baseline(args.data, args.steps)}]
+    rows = [
+        {"variant": "naive: PIL + DataLoader, NCHW, batch 64", "images_per_s": naive_baseline(args.data, args.steps)}
+    ]
     print(rows[-1], flush=True)
     for name, opts in VARIANTS:
         if opts.get("compile") and args.no_compile:
             continue
         cfg = recipe("cpu", data=args.data, out="/tmp/dsm-throughput", input_size=size, device="cpu", **opts)
         r = profile(cfg, steps=args.steps)
-        rows.append({"variant": name, "images_per_s": r["full_step_images_per_s"],
-                     "model_only_images_per_s": r["model_only_images_per_s"], "ratio": r["ratio"]})  # fmt: skip
+        rows.append(
+            {
+                "variant": name,
+                "images_per_s": r["full_step_images_per_s"],
+                "model_only_images_per_s": r["model_only_images_per_s"],
+                "ratio": r["ratio"],
+            }
+        )
         print(rows[-1], flush=True)
     base = rows[0]["images_per_s"]
     for r in rows:
