@@ -23,10 +23,15 @@ _LAZY = {
     "recipe": "dsm.config",
 }
 
+_SUBMODULES = ("bench", "checkpoint", "config", "data", "evaluate", "export", "face", "layers", "metrics", "models",
+               "modulators", "predict", "preprocess", "reproduce", "runs", "train", "viz")  # fmt: skip
+
 __all__ = [*_LAZY, "__version__"]
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:  # ``import dsm; dsm.predict.Predictor(...)`` works as with an eager package
+        return importlib.import_module(f"dsm.{name}")
     raise AttributeError(f"module 'dsm' has no attribute {name!r}")
