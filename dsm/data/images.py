@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 from functools import lru_cache
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -80,21 +79,16 @@ def centre_box(shape: tuple[int, ...], fraction: float) -> tuple[int, int, int, 
     return square_box((w - side) / 2, (h - side) / 2, side, side)
 
 
-HAAR_FILE = "haarcascade_frontalface_default.xml"
-
-
 @lru_cache(maxsize=1)
-def _cascade():  # -> cv2.CascadeClassifier | None
-    make = getattr(cv2, "CascadeClassifier", None)
-    folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
-    if make is None or folder is None or not (Path(folder) / HAAR_FILE).is_file():
-        return None
-    cascade = make(str(Path(folder) / HAAR_FILE))
-    return None if cascade.empty() else cascade
+def _detector():  # -> dsm.face.FaceDetector
+    from dsm.face import FaceDetector  # the cascade dsm ships; OpenCV's C++ evaluator where available
+
+    return FaceDetector(min_neighbors=5, min_face=1 / 6)
 
 
 def haar_available() -> bool:
-    return _cascade() is not None
+    """Always true: dsm ships OpenCV's frontal-face cascade (kept for manifests that record it)."""
+    return True
 
 
 def crop_face(
@@ -102,14 +96,10 @@ def crop_face(
 ) -> tuple[np.ndarray, str]:
     """Crop the largest detected face (box enlarged by ``margin``) and resize; returns (crop, method).
 
-    method is "haar" or "centre" (no cascade in this OpenCV, or no face found).
+    method is "haar" or "centre" (no face found).
     """
-    gray = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-    cascade = _cascade()
-    if cascade is not None:
-        min_side = max(24, min(gray.shape) // 6)
-        faces = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
-        if len(faces):
-            x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
-            return resize(crop_box(img, square_box(x, y, w, h, margin)), size), "haar"
+    faces = _detector().detect(img)  # ranked by detection support: the first is the most certain face
+    if faces:
+        x, y, w, h = faces[0]
+        return resize(crop_box(img, square_box(x, y, w, h, margin)), size), "haar"
     return resize(crop_box(img, centre_box(img.shape, fallback_fraction)), size), "centre"
