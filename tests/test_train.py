@@ -120,6 +120,12 @@ def test_resume_refuses_a_different_config(toy, tmp_path):
         train(_cfg(toy, tmp_path / "r", epochs=2, lr=1e-2), show_progress=False)
 
 
+def test_resume_accepts_other_execution_settings(toy, tmp_path):
+    train(_cfg(toy, tmp_path / "r", epochs=2, threads=2), show_progress=False)
+    again = train(_cfg(toy, tmp_path / "r", epochs=2, threads=1, eval_batch_size=64), show_progress=False)
+    assert len(again["epochs"]) == 2 and again["config"]["threads"] == 1
+
+
 def test_run_or_load_reuses_finished_runs(toy, tmp_path):
     cfg = _cfg(toy, tmp_path / "r", epochs=1)
     first = run_or_load(cfg)
