@@ -175,7 +175,7 @@ PROFILES: dict[str, Profile] = {
         "a few CPU minutes on the synthetic set: short training without augmentation beyond flips, a subset of "
         "the ablations, one seed. It shows the pipeline end to end; its numbers are not the paper's.",
         recipe="smoke",
-        overrides={"epochs": 6, "lr": 2e-3, "random_erasing": 0.0, "warmup_epochs": 0.3, "device": "cpu"},
+        overrides={"epochs": 5, "lr": 2e-3, "random_erasing": 0.0, "warmup_epochs": 0.3, "device": "cpu"},
         folds=(0, 1),
         synthetic_n=1400,
         result_modulators=("none", "dsm", "cbam"),
@@ -330,7 +330,14 @@ class Experiment:
     def create(
         cls, profile: str | Profile, dataset: str, data_dir: str | os.PathLike, runs_dir: str | os.PathLike
     ) -> Experiment:
-        return cls(get_profile(profile), dataset, Path(data_dir).resolve(), Path(runs_dir).resolve())
+        exp = cls(get_profile(profile), dataset, Path(data_dir).resolve(), Path(runs_dir).resolve())
+        if exp.profile.train_threads == "auto":  # a notebook kernel sharing a busy CPU: see _train_threads
+            import torch
+
+            n = _train_threads("auto")
+            if n:
+                torch.set_num_threads(n)
+        return exp
 
     @property
     def info(self) -> DatasetInfo:

@@ -297,7 +297,8 @@ def plot_accuracy_latency(points: pd.DataFrame, title: str = "") -> Figure:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     if not points.empty:
         acc, err = 100 * points["accuracy"], 100 * points["accuracy_std"].fillna(0.0)
-        sizes = 30 + 250 * points["macs"] / max(float(points["macs"].max()), 1.0)
+        span = float(points["macs"].max() - points["macs"].min())
+        sizes = 40 + 260 * (points["macs"] - points["macs"].min()) / (span if span > 0 else 1.0)
         is_dsm = points["modulator"] == "dsm"
         ax.errorbar(points["latency_ms"], acc, yerr=err, fmt="none", ecolor="0.6", elinewidth=1, zorder=1)
         ax.scatter(points["latency_ms"][~is_dsm], acc[~is_dsm], s=sizes[~is_dsm], alpha=0.7, zorder=2)
@@ -306,7 +307,7 @@ def plot_accuracy_latency(points: pd.DataFrame, title: str = "") -> Figure:
             ax.annotate(lab, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     ax.set_xlabel("CPU latency, batch 1, median (ms)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title or "accuracy vs latency (marker area ~ MACs)", fontsize=10)
+    ax.set_title(title or "accuracy vs latency (marker area grows with MACs)", fontsize=10)
     return _done(fig)
 
 
