@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
 from dsm.augment import BatchAugment
@@ -141,13 +142,8 @@ class Trainer:
             [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
             lr=cfg.lr,
         )
-        self.ema = (
-            torch.optim.swa_utils.AveragedModel(
-                self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True
-            )
-            if cfg.ema_decay
-            else None
-        )
+        # timm's EMA with warm-up: the decay grows with the step, so early epochs are not dominated by init weights
+        self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=True) if cfg.ema_decay else None
         self.train_model: nn.Module = self.model
         if self.world > 1:
             self.train_model = nn.parallel.DistributedDataParallel(self.model)
@@ -227,7 +223,7 @@ class Trainer:
         return True
 
     def save_best(self) -> None:
-        tensors = {f"model.{k}": v for k, v in self.eval_model.state_dict().items() if k != "n_averaged"}
+        tensors = {f"model.{k}": v for k, v in self.eval_model.state_dict().items()}
         save_checkpoint(self.out / "best", tensors, self._info(epoch=self.state["epoch"]))
 
     # --- the loop ------------------------------------------------------------------------------------
@@ -253,7 +249,7 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
         if self.ema is not None:
-            self.ema.update_parameters(self.model)
+            self.ema.update(self.model, step=self.state["step"])
         self.state["step"] += 1
         return logits.detach(), loss.detach()
 
