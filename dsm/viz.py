@@ -406,7 +406,7 @@ def plot_attention(
     """
     n = len(images)
     cols = 1 + len(maps)
-    fig, axes = plt.subplots(n, cols, figsize=(1.5 * cols + 0.6, 1.5 * n), squeeze=False)
+    fig, axes = plt.subplots(n, cols, figsize=(1.15 * cols + 0.7, 1.15 * n), squeeze=False)
     for i in range(n):
         img, gray = _gray(images[i])
         axes[i, 0].imshow(img, cmap=gray, vmin=0, vmax=255)
