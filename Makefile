@@ -1,5 +1,6 @@
 # make reproduce  : set up, run every notebook on the embedded synthetic data, build the book
-# make test       : set up, lint, run the tests (what CI runs)
+# make test       : set up, lint, run the tests (what CI runs; includes the slow notebook/book and DDP tests)
+# make test-fast  : the tests not marked slow
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DATASETS ?= synthetic
@@ -28,7 +29,7 @@ reproduce: install
 	$(VENV)/bin/dsm reproduce --datasets $(DATASETS) --profile $(PROFILE)
 
 book: install
-	$(VENV)/bin/jupyter-book build book
+	$(VENV)/bin/jupyter-book build book -W -n --keep-going
 
 clean:
 	rm -rf _build .pytest_cache

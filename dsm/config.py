@@ -66,6 +66,7 @@ class TrainConfig:
 
     def same_run(self, other: dict[str, Any]) -> bool:
         """Whether a saved config describes the same run; where and how fast it executes may differ."""
+        other = {**TrainConfig().to_dict(), **other}  # fields added since the run was saved take their defaults
         mine = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
         return mine == {k: v for k, v in other.items() if k not in EXECUTION_FIELDS}
 

@@ -277,3 +277,12 @@ def test_ddp_two_cpu_processes_stay_in_sync(toy, tmp_path):
     run = load_run(out)
     assert run["status"] == "finished" and run["world_size"] == 2
     assert run["ddp_param_max_abs_diff"] == 0.0
+
+
+def test_same_run_ignores_execution_fields_and_fills_new_defaults():
+    cfg = TrainConfig(data="d", threads=1)
+    saved = cfg.replace(threads=4, device="cuda").to_dict()
+    assert cfg.same_run(saved)
+    del saved["ema_decay"]  # a field added after the run was saved: its default applies
+    assert cfg.same_run(saved)
+    assert not cfg.same_run({**saved, "lr": 0.5})
