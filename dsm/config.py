@@ -92,8 +92,9 @@ class TrainConfig:
             raise ValueError(f"{path}: {e}") from e
 
 
-EXECUTION_FIELDS = ("device", "threads", "compile", "eval_batch_size")
-"""Fields a resumed run may change: they do not change what is computed (up to float rounding)."""
+EXECUTION_FIELDS = ("data", "out", "device", "threads", "compile", "eval_batch_size")
+"""Fields a resumed or reused run may change: where the data and the run live, and how fast it executes.
+They do not change what is computed (up to float rounding); the data itself is checked by manifest hash."""
 
 RECIPES: dict[str, dict[str, Any]] = {
     "default": {},

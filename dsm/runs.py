@@ -131,12 +131,18 @@ def run_or_load(cfg: TrainConfig, show_progress: bool = False) -> dict[str, Any]
     out = Path(cfg.out)
     if (out / "run.json").is_file():
         run = load_run(out)
-        if run["status"] == "finished" and cfg.same_run(run["config"]):
+        if run["status"] == "finished" and cfg.same_run(run["config"]) and _same_data(run, cfg.data):
             return run
     from dsm.train import train
 
     train(cfg, resume=True, show_progress=show_progress)
     return load_run(out)
+
+
+def _same_data(run: dict[str, Any], data: str) -> bool:
+    from dsm.data.format import load_prepared
+
+    return run["data"]["manifest_hash"] == load_prepared(data).hash
 
 
 def epochs_frame(run: dict[str, Any]) -> pd.DataFrame:

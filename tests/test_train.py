@@ -132,6 +132,14 @@ def test_run_or_load_reuses_finished_runs(toy, tmp_path):
     mtime = os.path.getmtime(tmp_path / "r" / "run.json")
     again = run_or_load(cfg)
     assert again["finished"] == first["finished"] and os.path.getmtime(tmp_path / "r" / "run.json") == mtime
+    # the same data under another path is the same run; other data is not
+    import shutil
+
+    shutil.copytree(toy, tmp_path / "copy")
+    assert run_or_load(cfg.replace(data=str(tmp_path / "copy")))["finished"] == first["finished"]
+    other = _make_prepared(tmp_path / "other", dataset="other")
+    with pytest.raises(ValueError, match="other data"):
+        run_or_load(cfg.replace(data=str(other)))
 
 
 def test_ema_mixup_label_smoothing_options_train(toy, tmp_path):
