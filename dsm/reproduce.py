@@ -570,7 +570,7 @@ def _is_finished(cfg: TrainConfig) -> bool:
         run = json.loads(path.read_text())
     except json.JSONDecodeError:
         return False
-    return run.get("status") == "finished" and run.get("config") == cfg.to_dict()
+    return run.get("status") == "finished" and cfg.same_run(run.get("config", {}))
 
 
 def banner(dataset: str) -> str:
