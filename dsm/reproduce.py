@@ -188,11 +188,11 @@ PROFILES: dict[str, Profile] = {
     ),
     "cpu": Profile(
         "cpu",
-        "the CPU recipe on a real data set: native 48x48 gray, batch 128, 10 epochs, AdamW with weight EMA, "
+        "the CPU recipe on a real data set: native 48x48 gray, batch 128, 8 epochs, AdamW with weight EMA, "
         "label smoothing, flip/affine/erasing augmentation; about an hour per run on 2 cores. So far one seed of "
         "dsm_net + DSM has been trained with it; the other rows of the study need more CPU time or a GPU.",
         recipe="cpu",
-        overrides={"epochs": 10},
+        overrides={"epochs": 8},
         result_modulators=("dsm",),
         ablation_modulators=("dsm",),
         design={},
