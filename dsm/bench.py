@@ -85,7 +85,8 @@ def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
         return int(analysis.total())
 
 
-def device_name(device: torch.device | str) -> str:
+def device_name(device: torch.device | str, threads: int | None = None) -> str:
+    """The GPU's name, or the CPU model and ``threads`` (default: PyTorch's current thread count)."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -95,7 +96,7 @@ def device_name(device: torch.device | str) -> str:
             cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
     except OSError:
         pass
-    return f"cpu: {cpu}, {torch.get_num_threads()} threads"
+    return f"cpu: {cpu}, {threads or torch.get_num_threads()} threads"
 
 
 def _timer(fn: Callable[[], object], device: torch.device) -> Callable[[], float]:

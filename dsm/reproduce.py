@@ -15,9 +15,11 @@ The experiments behind the book are described here as data, so the notebooks onl
   trains or reloads them through ``dsm.runs.run_or_load`` (an interrupted reproduction
   continues where it stopped), and builds the benchmark and accuracy-latency tables.
 
-The driver executes ``notebooks/*.ipynb`` into ``book/results/<dataset>/``, writes a
-"how to prepare it" page for a real data set that is not prepared, regenerates
-``book/_toc.yml`` from what exists and runs ``jupyter-book build``.
+The driver executes the notebooks of ``NOTEBOOKS`` into ``book/results/<dataset>/``, writes a
+"how to prepare it" page for a real data set that is not prepared, executes the data-set
+independent ``notebooks/using_the_model.ipynb`` (the released model on a photo and its runtime
+latency) into ``book/results/`` once per released checkpoint, regenerates ``book/_toc.yml``
+from what exists and runs ``jupyter-book build``.
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ NOTEBOOK_TITLES = {
     "gate_maps": "Gate maps",
     "efficiency": "Efficiency",
 }
+USING = "using_the_model"  # data-set independent: executed once per released checkpoint
+USING_TITLE = "Example: the released model on a photo"
+PHOTO = REPO / "tests" / "assets" / "astronaut.jpg"  # public domain, see tests/assets/README.md
 ALL_MODULATORS = ("none", "dsm", "se", "cbam", "bam", "eca", "ca", "simam", "gam", "lka")
 
 
@@ -130,6 +135,10 @@ class Profile:
     gate_per_class: int = 2
     gate_mean_per_class: int = 16
     sample_per_class: int = 8
+    # the "Using the model" page: runtime latency of the released model (torch.compile costs ~30 s per batch size)
+    runtime_backends: tuple[str, ...] = ("eager", "onnxruntime", "compile")
+    runtime_runs: int = 100
+    runtime_warmup: int = 20
 
     def describe(self) -> str:
         design = "; ".join(f"{g}: {', '.join(map(str, v))}" for g, v in self.design.items()) or "none"
@@ -169,6 +178,9 @@ PROFILES: dict[str, Profile] = {
         gate_per_class=1,
         gate_mean_per_class=2,
         sample_per_class=3,
+        runtime_backends=("eager", "onnxruntime"),
+        runtime_runs=3,
+        runtime_warmup=1,
     ),
     "quick": Profile(
         "quick",
@@ -643,9 +655,16 @@ or set `DSM_DATA_ROOT`).
 
 
 def execute_notebook(
-    name: str, out: Path, parameters: Mapping[str, Any], title: str, notebooks_dir: Path = REPO / "notebooks"
+    name: str,
+    out: Path,
+    parameters: Mapping[str, Any],
+    title: str,
+    notebooks_dir: Path = REPO / "notebooks",
+    metadata: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Run ``notebooks/<name>.ipynb`` with papermill into ``out``; fails (raises) if any cell fails."""
+    """Run ``notebooks/<name>.ipynb`` with papermill into ``out``; fails (raises) if any cell fails.
+
+    ``metadata`` goes into the executed notebook's metadata under ``dsm``."""
     import nbformat
     import papermill as pm
 
@@ -662,6 +681,8 @@ def execute_notebook(
     )
     nb = nbformat.read(str(out), as_version=4)
     _clean(nb, title)
+    if metadata:
+        nb.metadata["dsm"] = dict(metadata)
     nbformat.write(nb, str(out))
     return out
 
@@ -723,7 +744,8 @@ def write_toc(book_dir: Path) -> Path:
     for page, nb in (("ablations", "ablations"), ("efficiency", "efficiency"), ("gate_maps", "gate_maps")):
         lines += chapter(page, [s for ds in BOOK_DATASETS for s in sections(ds, [nb])])
     lines += ["  - caption: Practice", "    chapters:"]
-    for page in ("using", "reproduce", "references"):
+    lines += chapter("using", [f"results/{USING}"] if (results / f"{USING}.ipynb").is_file() else [])
+    for page in ("reproduce", "references"):
         lines += chapter(page, [])
     path = book_dir / "_toc.yml"
     path.write_text("\n".join(lines) + "\n")
@@ -784,6 +806,59 @@ def reproduce_dataset(
     return done
 
 
+def using_parameters(profile: Profile, checkpoint: str | os.PathLike | None = None) -> dict[str, Any]:
+    """papermill parameters of the "Using the model" notebook (``checkpoint`` None: the released model)."""
+    return {
+        "checkpoint": None if checkpoint is None else _relative(Path(checkpoint)),
+        "photo": _relative(PHOTO),
+        "runs": profile.runtime_runs,
+        "warmup": profile.runtime_warmup,
+        "threads": 1,
+        "backends": list(profile.runtime_backends),
+        "batches": [1, 32],
+    }
+
+
+def reproduce_using(
+    book_dir: Path, profile: Profile, checkpoint: str | os.PathLike | None = None, force: bool = False
+) -> Path | None:
+    """Execute ``notebooks/using_the_model.ipynb`` into ``book/results/using_the_model.ipynb``.
+
+    The page does not depend on a data set and is executed once per checkpoint: it is kept when it was
+    made from the same checkpoint (the ``id`` both checkpoint files share) with the same parameters. When
+    the released checkpoint is not there yet it is skipped (None; an existing page is kept), unless
+    ``force``: then it is executed anyway, and a missing checkpoint raises ``CheckpointError``.
+    """
+    import nbformat
+
+    from dsm.checkpoint import RELEASED, CheckpointError, checkpoint_paths
+
+    path = RELEASED if checkpoint is None else Path(checkpoint)
+    out = book_dir / "results" / f"{USING}.ipynb"
+    st_path, js_path = checkpoint_paths(path)
+    if not (st_path.is_file() and js_path.is_file()):
+        missing = f"no checkpoint at {path} (.safetensors + .json)"
+        if force:
+            raise CheckpointError(f"{USING}: {missing}; `dsm train` one or pass the released model")
+        kept = f"; keeping {out}" if out.is_file() else "; the 'Using the model' chapter has no example yet"
+        print(f"[{USING}] skipped: {missing}{kept}", flush=True)
+        return out if out.is_file() else None
+    ckpt_id = json.loads(js_path.read_text()).get("id")
+    params = using_parameters(profile, checkpoint)
+    if out.is_file() and not force:
+        nb = nbformat.read(str(out), as_version=4)
+        same_params = nb.metadata.get("papermill", {}).get("parameters") == params
+        if nb.metadata.get("dsm", {}).get("checkpoint_id") == ckpt_id and same_params:
+            print(f"[{USING}] up to date ({out} was made from checkpoint {ckpt_id})", flush=True)
+            return out
+    t0 = time.perf_counter()
+    print(f"[{USING}] {_relative(path)} ...", flush=True)
+    meta = {"checkpoint": _relative(path), "checkpoint_id": ckpt_id}
+    execute_notebook(USING, out, params, USING_TITLE, metadata=meta)
+    print(f"[{USING}] done in {time.perf_counter() - t0:.0f} s", flush=True)
+    return out
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--datasets", default="synthetic", help="comma list (default: synthetic); e.g. synthetic,fer2013")
     p.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="how much to run (default: quick)")
@@ -797,7 +872,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--runs-root", default=None, help="runs as ROOT/<dataset>/<profile>/ (default: $DSM_RUNS_ROOT or ./runs)"
     )
     p.add_argument("--book", default="book", help="the book's source directory (default: book)")
-    p.add_argument("--notebooks", default=",".join(NOTEBOOKS), help="comma list of notebooks to run (default: all)")
+    p.add_argument(
+        "--notebooks",
+        default=None,
+        help=f"comma list of notebooks to run (default: all; {USING} only when its page is missing or was made "
+        "from another checkpoint, naming it re-executes it)",
+    )
     p.add_argument("--no-build", action="store_true", help="run the notebooks but do not build the book")
     p.add_argument("--no-strict", action="store_true", help="build the book without -W -n (warnings not fatal)")
 
@@ -808,10 +888,13 @@ def run(args: argparse.Namespace) -> int:
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     for d in datasets:
         dataset_info(d)
-    notebooks = [n.strip() for n in args.notebooks.split(",") if n.strip()]
-    unknown = set(notebooks) - set(NOTEBOOKS)
+    selected = [n.strip() for n in args.notebooks.split(",") if n.strip()] if args.notebooks else [*NOTEBOOKS, USING]
+    unknown = set(selected) - {*NOTEBOOKS, USING}
     if unknown:
-        raise SystemExit(f"unknown notebooks {sorted(unknown)}; choose from {', '.join(NOTEBOOKS)}")
+        raise SystemExit(f"unknown notebooks {sorted(unknown)}; choose from {', '.join([*NOTEBOOKS, USING])}")
+    notebooks = [n for n in selected if n in NOTEBOOKS]
+    if not notebooks:
+        datasets = []  # only the data-set independent page
     data_root = Path(args.data_root or os.environ.get("DSM_DATA_ROOT") or "data")
     runs_root = Path(args.runs_root or os.environ.get("DSM_RUNS_ROOT") or "runs")
     explicit = dict(item.split("=", 1) for item in args.data_dir)
@@ -839,6 +922,13 @@ def run(args: argparse.Namespace) -> int:
             continue
         runs_dir = runs_root / dataset / profile.name
         reproduce_dataset(dataset, profile, data_dir, runs_dir, book_dir, notebooks)
+    if USING in selected:
+        from dsm.checkpoint import CheckpointError
+
+        try:
+            reproduce_using(book_dir, profile, force=bool(args.notebooks))
+        except CheckpointError as e:
+            raise SystemExit(f"dsm reproduce: {e}") from None
     write_toc(book_dir)
     rc = 0 if args.no_build else build_book(book_dir, strict=not args.no_strict)
     print(f"dsm reproduce: {time.perf_counter() - t_start:.0f} s, book {'built' if rc == 0 else 'FAILED'}", flush=True)

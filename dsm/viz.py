@@ -311,6 +311,129 @@ def plot_accuracy_latency(points: pd.DataFrame, title: str = "") -> Figure:
     return _done(fig)
 
 
+# --- using the model -------------------------------------------------------------------------------
+
+
+def show_image(image: np.ndarray, title: str = "", width: float = 6.0) -> Figure:
+    """An OpenCV image (BGR, BGRA or gray ``uint8``) as a figure in its true colours, without axes."""
+    rgb, cmap = (image, "gray") if image.ndim == 2 else (image[..., 2::-1], None)  # BGR(A) -> RGB
+    h, w = image.shape[:2]
+    fig, ax = plt.subplots(figsize=(width, width * h / w))
+    ax.imshow(rgb, cmap=cmap, vmin=0, vmax=255)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return _done(fig)
+
+
+def _metric(info: Mapping[str, Any], split: str, name: str) -> float | None:
+    value = (info.get(f"{split}_metrics") or {}).get(name)
+    return None if value is None else float(value)
+
+
+def _pct_text(x: float | None) -> str:
+    return "not recorded" if x is None else f"{100 * x:.2f} %"
+
+
+def checkpoint_card(path: str | os.PathLike, info: Mapping[str, Any]) -> str:
+    """Markdown: which checkpoint a prediction uses, what it is, how it was trained and its recorded accuracy.
+
+    ``info`` is the checkpoint's JSON (``Predictor.info``, or ``load_checkpoint(path)[1]``); metrics the
+    checkpoint does not record (one not written by ``dsm train``) read "not recorded".
+    """
+    spec = info.get("model") or {}
+    kwargs = spec.get("kwargs") or {}
+    inp = info.get("input") or {}
+    chans = int(inp.get("channels", 0))
+    cfg = info.get("config") or {}
+    trained = ", ".join(
+        f"{label} {cfg[key]}"
+        for key, label in (("recipe", "recipe"), ("epochs", "epochs"), ("batch_size", "batch"), ("lr", "lr"))
+        if cfg.get(key) is not None
+    )
+    if info.get("epoch") is not None:
+        best = f"the weights after epoch {int(info['epoch'])}, the best on validation accuracy"
+        trained = f"{trained}; {best}" if trained else best
+    test, val = (_pct_text(_metric(info, s, "accuracy")) for s in ("test", "val"))
+    balanced, f1 = (_pct_text(_metric(info, "test", m)) for m in ("balanced_accuracy", "macro_f1"))
+    lines = [
+        f"**Checkpoint** `{short_path(path)}` (`.safetensors` weights + `.json` record, id `{info.get('id', '?')}`)",
+        "",
+        f"- model: `{spec.get('name', '?')}` with modulator `{kwargs.get('modulator') or 'none'}`, "
+        "fused (re-parameterised) for inference",
+        f"- input: {chans}×{inp.get('size', '?')}×{inp.get('size', '?')} "
+        f"({'gray' if chans == 1 else 'RGB' if chans == 3 else f'{chans} channels'}); "
+        f"classes: {', '.join(info.get('classes') or [])}",
+        f"- trained on: `{info.get('dataset') or 'not recorded'}`" + (f" ({trained})" if trained else ""),
+        f"- **test accuracy: {test}** (balanced accuracy {balanced}, macro-F1 {f1}); validation accuracy {val}",
+    ]
+    return "\n".join(lines)
+
+
+def checkpoint_metrics(info: Mapping[str, Any]) -> pd.DataFrame:
+    """Validation and test metrics (%) recorded in a checkpoint's JSON, one row per split it has."""
+    rows = {
+        name: {label: _pct(m.get(key)) for key, label in METRIC_LABELS.items()} | {"images": m.get("n")}
+        for split, name in (("val", "validation"), ("test", "test"))
+        if (m := info.get(f"{split}_metrics"))
+    }
+    df = pd.DataFrame.from_dict(rows, orient="index", columns=[*METRIC_LABELS.values(), "images"])
+    df.index.name = "split"
+    return df
+
+
+def checkpoint_config(info: Mapping[str, Any]) -> pd.DataFrame:
+    """The training configuration recorded in a checkpoint's JSON, one row per field (lists and dicts as JSON)."""
+    cfg = info.get("config") or {}
+    values = [json.dumps(v) if isinstance(v, list | dict) else str(v) for v in cfg.values()]
+    return pd.DataFrame({"value": values}, index=pd.Index(list(cfg), name="config"))
+
+
+def _rounded(row: Mapping[str, Any], key: str, digits: int, ok: bool) -> float | None:
+    return round(float(row[key]), digits) if ok else None
+
+
+def runtime_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """``dsm.bench.runtime_latency`` rows as a table: latency median / IQR (ms), ms per image, images/s.
+
+    A backend that could not run here keeps its row, with empty timings and the reason.
+    """
+    out = []
+    for r in rows:
+        ok = r.get("available", True) and r.get("latency_ms_median") is not None
+        out.append(
+            {
+                "backend": r["backend"],
+                "batch": r["batch"],
+                "input": r["input"],
+                "threads": r["threads"],
+                "latency median (ms)": _rounded(r, "latency_ms_median", 3, ok),
+                "latency IQR (ms)": _rounded(r, "latency_ms_iqr", 3, ok),
+                "ms / image": _rounded(r, "ms_per_image", 3, ok),
+                "images / s": _rounded(r, "images_per_s", 1, ok),
+                "note": "" if ok else f"not available: {r.get('reason', '')}",
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def runtime_caption(rows: Sequence[Mapping[str, Any]], warmup: int | None = None) -> str:
+    """Markdown: where and how ``dsm.bench.runtime_latency`` measured ``rows``."""
+    from dsm.bench import device_name
+
+    threads = sorted({int(r["threads"]) for r in rows})
+    runs = max((int(r.get("runs") or 0) for r in rows), default=0)
+    backends = ", ".join(dict.fromkeys(r["backend"] for r in rows))
+    batches = ", ".join(str(b) for b in dict.fromkeys(r["batch"] for r in rows))
+    device = device_name("cpu", threads[0] if len(threads) == 1 else None)
+    after = f" after {warmup} warm-up passes" if warmup is not None else ""
+    return (
+        f"Measured on **{device}** (PyTorch and onnxruntime alike); backends {backends}; batch {batches}. "
+        f"Median and inter-quartile range of {runs} timed forward passes per row{after}, the backends of one "
+        "batch size taking turns run by run."
+    )
+
+
 # --- attention maps --------------------------------------------------------------------------------
 
 
