@@ -16,6 +16,7 @@ from dsm.config import TrainConfig
 def profile(cfg: TrainConfig, steps: int = 20, warmup: int = 3) -> dict:
     """Time ``steps`` full training steps and ``steps`` model-only steps on one fixed batch."""
     from dsm.bench import device_name
+    from dsm.runs import git_commit
     from dsm.train import Trainer
 
     trainer = Trainer(cfg, resume=False, show_progress=False)
@@ -47,12 +48,18 @@ def profile(cfg: TrainConfig, steps: int = 20, warmup: int = 3) -> dict:
     model_ips = timed(model_step)
     full_ips = timed(full_step)
     return {
+        "command": "dsm train --profile",
+        "git_commit": git_commit(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "dataset": trainer.data.manifest.get("dataset"),
+        "manifest_hash": trainer.data.hash,
+        "recipe": cfg.recipe,
         "model": cfg.model,
         "modulator": cfg.modulator,
         "input_size": cfg.input_size,
         "in_chans": trainer.in_chans,
         "batch_size": bs,
-        "channels_last": cfg.channels_last,
+        "channels_last": trainer.channels_last,
         "compile": cfg.compile,
         "threads": torch.get_num_threads(),
         "device": device_name(trainer.device),

@@ -134,7 +134,8 @@ class Trainer:
         seed_everything(cfg.seed)
         self.spec = model_spec(cfg, len(self.classes), self.in_chans)
         self.model = create_model(self.spec["name"], **self.spec["kwargs"]).to(self.device)
-        if cfg.channels_last:
+        self.channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type == "cuda"
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         decay = [p for p in self.model.parameters() if p.ndim >= 2]
         no_decay = [p for p in self.model.parameters() if p.ndim < 2]
@@ -232,7 +233,7 @@ class Trainer:
     def make_batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 training images at ``idx`` -> augmented float batch and targets."""
         xb = to_model_input(self.x["train"][idx], self.in_chans, self.size)
-        if self.cfg.channels_last:
+        if self.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         return self.augment(xb, self.y["train"][idx])
 

@@ -294,3 +294,10 @@ def test_same_run_ignores_execution_fields_and_fills_new_defaults():
     del saved["ema_decay"]  # a field added after the run was saved: its default applies
     assert cfg.same_run(saved)
     assert not cfg.same_run({**saved, "lr": 0.5})
+
+
+def test_channels_last_defaults_to_cuda_only(toy, tmp_path):
+    from dsm.train import Trainer
+
+    assert not Trainer(_cfg(toy, tmp_path / "a"), show_progress=False).channels_last  # CPU
+    assert Trainer(_cfg(toy, tmp_path / "b", channels_last=True), show_progress=False).channels_last
