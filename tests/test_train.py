@@ -301,3 +301,14 @@ def test_channels_last_defaults_to_cuda_only(toy, tmp_path):
 
     assert not Trainer(_cfg(toy, tmp_path / "a"), show_progress=False).channels_last  # CPU
     assert Trainer(_cfg(toy, tmp_path / "b", channels_last=True), show_progress=False).channels_last
+
+
+def test_paper_protocol_driver_summarizes_its_runs(toy, tmp_path):
+    from dsm.runs import run_paper_protocol
+
+    with pytest.warns(UserWarning, match="subject"):  # the toy set has subjects: random splits leak them
+        table = run_paper_protocol(_cfg(toy, tmp_path / "paper", epochs=1), run_indices=(1, 2))
+    assert len(table) == 1 and table.loc[0, "n_runs"] == 2 and table.loc[0, "protocol"] == "paper-random"
+    runs = [load_run(tmp_path / "paper" / f"run{i}") for i in (1, 2)]
+    assert [r["config"]["run_index"] for r in runs] == [1, 2]
+    assert runs[0]["data"]["split_sizes"]["test"] == runs[1]["data"]["split_sizes"]["test"] == 58
