@@ -24,6 +24,7 @@ class TrainConfig:
     run_index: int = 1  # paper-random: 1..5
     fold: int | None = None  # kfold: 0..k-1
     val_fraction: float = 0.1  # held out of train where a data set has no val split
+    balanced_sampling: bool = False  # draw training images with class-balanced weights (AffectNet)
     # the model
     model: str = "dsm_net"
     modulator: str | None = "dsm"

@@ -34,7 +34,7 @@ from dsm.augment import BatchAugment
 from dsm.checkpoint import load_checkpoint, model_state, save_checkpoint
 from dsm.config import TrainConfig
 from dsm.data.format import Prepared, load_prepared
-from dsm.data.protocols import make_splits
+from dsm.data.protocols import class_balanced_sampler_weights, make_splits
 from dsm.metrics import classification_metrics
 from dsm.preprocess import to_model_input
 from dsm.registry import create_model
@@ -259,7 +259,12 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg, x, y = self.cfg, self.x["train"], self.y["train"]
         seed_everything(cfg.seed * 1_000_003 + epoch * 7919 + self.rank)  # augmentation + dropout
-        perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+        if cfg.balanced_sampling:  # every class equally likely, with replacement (AffectNet's imbalance)
+            weights = torch.from_numpy(class_balanced_sampler_weights(self.y["train"].cpu().numpy()))
+            perm = torch.multinomial(weights, len(x), replacement=True, generator=gen)
+        else:
+            perm = torch.randperm(len(x), generator=gen)
         perm = perm[self.rank :: self.world].to(self.device)  # same permutation on every rank, sharded
         self.train_model.train()
         loss_sum, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()

@@ -312,3 +312,8 @@ def test_paper_protocol_driver_summarizes_its_runs(toy, tmp_path):
     runs = [load_run(tmp_path / "paper" / f"run{i}") for i in (1, 2)]
     assert [r["config"]["run_index"] for r in runs] == [1, 2]
     assert runs[0]["data"]["split_sizes"]["test"] == runs[1]["data"]["split_sizes"]["test"] == 58
+
+
+def test_balanced_sampling_option_trains(toy, tmp_path):
+    run = train(_cfg(toy, tmp_path / "b", epochs=1, balanced_sampling=True), show_progress=False)
+    assert run["status"] == "finished" and run["config"]["balanced_sampling"] is True
