@@ -1,6 +1,6 @@
 """Training throughput on this machine: a naive per-image PIL/DataLoader loop vs the engine's variants.
 
-    python benchmarks/train_throughput.py --data DIR [--steps 20] [--out benchmarks/results/train_throughput]
+    python benchmarks/train_throughput.py --data DIR [--steps 20] [--threads N] [--out benchmarks/results/NAME]
 
 Each row is images/s of whole training steps of dsm_net (same model maths: training-form
 RepConv branches, AdamW) at the data set's native size. The baseline is what a
@@ -28,6 +28,7 @@ from dsm.bench import device_name
 from dsm.config import recipe
 from dsm.data.format import load_prepared
 from dsm.registry import create_model
+from dsm.reproduce import cpu_busy
 from dsm.runs import git_commit
 from dsm.throughput import profile
 
@@ -82,7 +83,11 @@ VARIANTS = [
     ("+ channels_last", {"channels_last": True, "batch_size": 64}),
     ("NCHW, batch 128", {"channels_last": False, "batch_size": 128}),
     ("NCHW, batch 256", {"channels_last": False, "batch_size": 256}),
+    ("channels_last, batch 128 (the cpu recipe)", {"channels_last": True, "batch_size": 128}),
+    ("channels_last, batch 256", {"channels_last": True, "batch_size": 256}),
     ("NCHW, batch 128, torch.compile", {"channels_last": False, "batch_size": 128, "compile": True}),
+    ("channels_last, batch 128, torch.compile", {"channels_last": True, "batch_size": 128, "compile": True}),
+    ("channels_last, batch 256, torch.compile", {"channels_last": True, "batch_size": 256, "compile": True}),
 ]
 
 
@@ -91,8 +96,12 @@ def main() -> None:
     p.add_argument("--data", required=True)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads for every row (default: torch's)")
     p.add_argument("--out", default="benchmarks/results/train_throughput")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    busy = cpu_busy(2.0)  # the fraction of the CPU other processes used just before: should be ~0
     prepared = load_prepared(args.data)
     size = int(prepared.manifest["image_size"][0])
     rows = [
@@ -117,7 +126,11 @@ def main() -> None:
     for r in rows:
         r["speedup_vs_naive"] = r["images_per_s"] / base
     record = {
-        "command": f"python benchmarks/train_throughput.py --data {args.data} --steps {args.steps}",
+        "command": f"python benchmarks/train_throughput.py --data {args.data} --steps {args.steps}"
+        + (f" --threads {args.threads}" if args.threads else "")
+        + f" --out {args.out}",
+        "threads": torch.get_num_threads(),
+        "cpu_busy_before": busy,
         "git_commit": git_commit(),
         "device": device_name("cpu"),
         "dataset": prepared.manifest.get("dataset"),
@@ -132,7 +145,8 @@ def main() -> None:
     lines = [
         f"# Training throughput, dsm_net, {prepared.manifest.get('dataset')} {size}x{size}, {record['device']}",
         "",
-        f"`{record['command']}` at commit `{record['git_commit']}`, {record['time']}.",
+        f"`{record['command']}` at commit `{record['git_commit']}`, {record['time']}; "
+        f"{record['threads']} torch threads; other processes used {busy:.0%} of the CPU just before.",
         "",
         "| variant | images/s (full step) | model fwd+bwd+update only | ratio | speed-up vs naive |",
         "|---|---:|---:|---:|---:|",

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import inspect
 import json
 import os
@@ -119,6 +120,7 @@ class Profile:
     recipe: str = "cpu"
     overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields on top of the recipe
     seeds: tuple[int, ...] = (0,)
+    headline_seeds: tuple[int, ...] = ()  # more seeds for the headline row only (dsm_net + DSM)
     folds: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)  # k-fold data sets (CK+, JAFFE)
     synthetic_n: int = 2100
     synthetic_size: int = 48
@@ -149,7 +151,9 @@ class Profile:
                 "",
                 f"- training: recipe `{self.recipe}` with {json.dumps(self.overrides)} "
                 f"({cfg.epochs} epochs, batch {cfg.batch_size}, input {cfg.input_size}x{cfg.input_size})",
-                f"- repeats: seeds {list(self.seeds)} (k-fold data sets: folds {list(self.folds)})",
+                f"- repeats: seeds {list(self.seeds)}"
+                + (f", and {list(self.headline_seeds)} for dsm_net + DSM" if self.headline_seeds else "")
+                + f" (k-fold data sets: folds {list(self.folds)})",
                 f"- CPU threads for training: {self.train_threads or 'PyTorch default'}"
                 + (" (one thread when other processes keep the CPU busy)" if self.train_threads == "auto" else ""),
                 f"- results: models {list(self.models)}, modulators {list(self.result_modulators)}",
@@ -201,13 +205,20 @@ PROFILES: dict[str, Profile] = {
     "cpu": Profile(
         "cpu",
         "the CPU recipe on a real data set: native 48x48 gray, batch 128, 8 epochs, AdamW with weight EMA, "
-        "label smoothing, flip/affine/erasing augmentation; about an hour per run on 2 cores. So far one seed of "
-        "dsm_net + DSM has been trained with it; the other rows of the study need more CPU time or a GPU.",
+        "label smoothing, flip/affine/erasing augmentation; half an hour to an hour per run on 2 cores. The "
+        "study is trained over several sessions: a page lists the runs that have not finished yet.",
         recipe="cpu",
         overrides={"epochs": 8},
-        result_modulators=("dsm",),
-        ablation_modulators=("dsm",),
-        design={},
+        headline_seeds=(1, 2),
+        models=("dsm_net", "timm:resnet18"),
+        result_modulators=("dsm", "none"),
+        design={
+            "kernel": (3, 7, 11),
+            "reduction": (4, 8),
+            "dropout": (0.0, 0.2),
+            "rep": (True, False),
+            "position": ([1], [2], [3]),
+        },
         train_threads="auto",
     ),
     "full": Profile(
@@ -349,12 +360,18 @@ class Experiment:
     dataset: str
     data_dir: Path
     runs_dir: Path
+    train: bool = True  # False: ``run`` only loads finished runs and names the missing ones
 
     @classmethod
     def create(
-        cls, profile: str | Profile, dataset: str, data_dir: str | os.PathLike, runs_dir: str | os.PathLike
+        cls,
+        profile: str | Profile,
+        dataset: str,
+        data_dir: str | os.PathLike,
+        runs_dir: str | os.PathLike,
+        train: bool = True,
     ) -> Experiment:
-        exp = cls(get_profile(profile), dataset, Path(data_dir).resolve(), Path(runs_dir).resolve())
+        exp = cls(get_profile(profile), dataset, Path(data_dir).resolve(), Path(runs_dir).resolve(), train)
         if exp.profile.train_threads == "auto":  # a notebook kernel sharing a busy CPU: see _train_threads
             import torch
 
@@ -383,31 +400,52 @@ class Experiment:
     def gate_map_variants(self) -> list[Variant]:
         return [Variant.make(modulator="dsm"), Variant.make(modulator="cbam")]
 
+    def training_order(self) -> list[Variant]:
+        """Every variant the notebooks need, most needed first: the dsm_net rows of the results table, the
+        gate-map models, the modulator comparison, the other models of the results table, the design groups."""
+        results = self.result_variants()
+        design = [v for g, vs in self.ablation_variants().items() if g != "modulators" for v in vs]
+        order = [v for v in results if v.model == "dsm_net"] + self.gate_map_variants()
+        order += self.ablation_variants()["modulators"] + [v for v in results if v.model != "dsm_net"] + design
+        return list(dict.fromkeys(order))
+
     def all_variants(self) -> list[Variant]:
         out = self.result_variants() + [v for vs in self.ablation_variants().values() for v in vs]
         return list(dict.fromkeys(out))
 
     # configs and runs
-    def repeats(self) -> list[tuple[str, dict[str, Any]]]:
-        """(directory name, TrainConfig changes) per repeat: seeds, or folds on a k-fold data set."""
+    def repeats(self, variant: Variant | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """(directory name, TrainConfig changes) per repeat: seeds, or folds on a k-fold data set.
+        The headline variant (dsm_net + DSM) also gets the profile's ``headline_seeds``."""
         if self.info.protocol == "kfold":
             return [(f"fold{k}", {"protocol": "kfold", "fold": k}) for k in self.profile.folds]
-        return [(f"seed{s}", {"seed": s}) for s in self.profile.seeds]
+        seeds = self.profile.seeds
+        if variant == Variant.make():
+            seeds = tuple(dict.fromkeys(seeds + self.profile.headline_seeds))
+        return [(f"seed{s}", {"seed": s}) for s in seeds]
 
     def configs(self, variant: Variant) -> list[TrainConfig]:
         base = {**self.profile.overrides, **variant.train_fields(), "data": str(self.data_dir)}
         return [
             recipe(self.profile.recipe, **base, **changes, out=str(self.runs_dir / variant.name / name))
-            for name, changes in self.repeats()
+            for name, changes in self.repeats(variant)
         ]
 
     def run(self, variants: Iterable[Variant], log: str | os.PathLike | None = None) -> list[dict[str, Any]]:
         """Train (or reload finished) runs of every variant and repeat; returns their run records.
 
-        Training output goes to ``runs_dir/train.log``; one line per run is printed.
+        Training output goes to ``runs_dir/train.log``; one line per run is printed. With ``train`` off,
+        only the finished runs are returned and the missing ones are printed.
         """
         from dsm.runs import run_or_load
 
+        if not self.train:
+            variants = list(dict.fromkeys(variants))
+            cfgs = [c for v in variants for c in self.configs(v)]
+            missing = [str(Path(c.out).relative_to(self.runs_dir)) for c in cfgs if not _is_finished(c)]
+            if missing:
+                print(f"not run yet ({len(missing)} of {len(cfgs)} runs): {', '.join(missing)}")
+            return self.load(variants)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         log_path = Path(log) if log else self.runs_dir / "train.log"
         runs = []
@@ -503,11 +541,13 @@ class Experiment:
         return cfg.in_chans or data.channels, cfg.input_size, len(data.classes)
 
     def bench_configs(self) -> list[BenchConfig]:
-        """The profile's modulators in dsm_net, its DSM design variants and its reference models."""
+        """The profile's modulators in dsm_net, its DSM design variants, its reference models and every
+        variant of the results table."""
         chans, size, ncls = self.input_spec()
         variants = [Variant.make(modulator=m) for m in self.profile.bench_modulators if m in list_modulators()]
         variants += [v for vs in design_variants(self.profile.design).values() for v in vs]
         variants += [Variant.make(model=m, modulator="none") for m in self.profile.bench_models]
+        variants += self.result_variants()  # e.g. timm:resnet18 with and without DSM
         return [OptsBenchConfig(v, size, chans, ncls) for v in dict.fromkeys(variants)]
 
     def accuracy_latency(self, bench_results: Sequence[Any]) -> pd.DataFrame:
@@ -784,6 +824,7 @@ def reproduce_dataset(
     runs_dir: Path,
     book_dir: Path,
     notebooks: Sequence[str] = NOTEBOOKS,
+    train: bool = True,
 ) -> list[Path]:
     info = dataset_info(dataset)
     out_dir = book_dir / "results" / dataset
@@ -792,6 +833,7 @@ def reproduce_dataset(
         "data_dir": _relative(data_dir),
         "profile": profile.name,
         "runs_dir": _relative(runs_dir),
+        "train": train,
     }
     done = []
     for name in notebooks:
@@ -878,6 +920,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"comma list of notebooks to run (default: all; {USING} only when its page is missing or was made "
         "from another checkpoint, naming it re-executes it)",
     )
+    p.add_argument(
+        "--no-train",
+        action="store_true",
+        help="train nothing: the notebooks use the finished runs and list the missing ones (a study in progress)",
+    )
+    p.add_argument(
+        "--train-only",
+        action="store_true",
+        help="train (or resume) every run the notebooks need, most needed first, and stop: no notebooks, no book",
+    )
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for training (default: the profile's)")
     p.add_argument("--no-build", action="store_true", help="run the notebooks but do not build the book")
     p.add_argument("--no-strict", action="store_true", help="build the book without -W -n (warnings not fatal)")
 
@@ -921,7 +974,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"[{dataset}] skipped: {data_dir}/manifest.json not found; wrote {out_dir}/not_prepared.md")
             continue
         runs_dir = runs_root / dataset / profile.name
-        reproduce_dataset(dataset, profile, data_dir, runs_dir, book_dir, notebooks)
+        if args.train_only:
+            prof = dataclasses.replace(profile, train_threads=args.threads or profile.train_threads)
+            exp = Experiment.create(prof, dataset, data_dir, runs_dir)
+            exp.run(exp.training_order())
+            continue
+        reproduce_dataset(dataset, profile, data_dir, runs_dir, book_dir, notebooks, train=not args.no_train)
+    if args.train_only:
+        print(f"dsm reproduce --train-only: {time.perf_counter() - t_start:.0f} s", flush=True)
+        return 0
     if USING in selected:
         from dsm.checkpoint import CheckpointError
 

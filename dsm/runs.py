@@ -142,7 +142,7 @@ def run_or_load(cfg: TrainConfig, show_progress: bool = False) -> dict[str, Any]
 def _same_data(run: dict[str, Any], data: str) -> bool:
     from dsm.data.format import load_prepared
 
-    return run["data"]["manifest_hash"] == load_prepared(data).hash
+    return run["data"]["manifest_hash"] in load_prepared(data).hashes
 
 
 def epochs_frame(run: dict[str, Any]) -> pd.DataFrame:

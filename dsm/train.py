@@ -207,7 +207,7 @@ class Trainer:
         tensors, info = load_checkpoint(self.out / "last")
         if not self.cfg.same_run(info["config"]):
             raise ValueError(f"{self.out / 'last.json'}: written by a different config; use a new --out")
-        if info["record"]["data"]["manifest_hash"] != self.data.hash:
+        if info["record"]["data"]["manifest_hash"] not in self.data.hashes:
             raise ValueError(f"{self.out / 'last.json'}: trained on other data than {self.cfg.data}; use a new --out")
         self.model.load_state_dict(model_state(tensors))
         if self.ema is not None:

@@ -250,8 +250,11 @@ def plot_metric_bars(table: pd.DataFrame, metric: str = "Accuracy", title: str =
     return _done(fig)
 
 
-def plot_ablation_groups(table: pd.DataFrame, metric: str = "Accuracy") -> Figure:
-    """One small bar chart per ablation group of ``Experiment.ablation_table`` (error bars = std)."""
+def plot_ablation_groups(table: pd.DataFrame, metric: str = "Accuracy") -> Figure | None:
+    """One small bar chart per ablation group of ``Experiment.ablation_table`` (error bars = std);
+    None when no group has a finished run yet."""
+    if table.empty:
+        return None
     groups = list(dict.fromkeys(table["group"]))
     fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups) + 0.5, 3), squeeze=False)
     for ax, group in zip(axes[0], groups, strict=True):

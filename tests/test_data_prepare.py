@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from fixtures_data import (
 )
 
 from dsm.data import prepare_dataset
-from dsm.data.format import CANONICAL_CLASSES, load_prepared
+from dsm.data.format import CANONICAL_CLASSES, load_prepared, manifest_hash
 from dsm.data.sources import DirSource
 
 SEVEN = ["neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger"]
@@ -257,3 +258,19 @@ def test_overwrite(tmp_path):
     prepare_dataset("synthetic", None, tmp_path / "out", n=84, progress=False, overwrite=True)
     assert load_prepared(tmp_path / "out").manifest["num_images"] == 84
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temp dirs left behind
+
+
+def test_hash_ignores_where_the_source_lies(tmp_path, monkeypatch):
+    import dsm.data.fer2013 as fer
+
+    monkeypatch.setattr(fer, "OFFICIAL_COUNTS", {"train": 7, "val": 7, "test": 7})
+    for d in "ab":
+        (tmp_path / d).mkdir()
+    a = fer2013_csv(tmp_path / "a" / "fer2013.csv")
+    b = tmp_path / "b" / "fer2013.csv"
+    shutil.copy(a, b)
+    da, db = (prep("fer2013", src, tmp_path / f"out-{src.parent.name}") for src in (a, b))
+    assert da.manifest["source"] != db.manifest["source"]
+    assert da.hash == db.hash  # same download, prepared from another path: runs are reused
+    legacy = manifest_hash(da.manifest, legacy=True)  # what dsm 0.1 records carry: still recognised
+    assert legacy != manifest_hash(db.manifest, legacy=True) and legacy in da.hashes

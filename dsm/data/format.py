@@ -55,9 +55,14 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def manifest_hash(manifest: dict) -> str:
-    """A stable hash of what was prepared (the creation time is left out)."""
-    body = {k: v for k, v in manifest.items() if k != "created"}
+def manifest_hash(manifest: dict, legacy: bool = False) -> str:
+    """A stable hash of what was prepared: the same download prepared anywhere, at any time, hashes the same
+    (the creation time and the source path are left out; the source's sha256 stays in).
+
+    ``legacy=True`` is the hash dsm 0.1 wrote into run records, which also covered the source path; run
+    records carrying it are still recognised (``Prepared.hashes``)."""
+    drop = {"created"} if legacy else {"created", "source"}
+    body = {k: v for k, v in manifest.items() if k not in drop}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -85,6 +90,11 @@ class Prepared:
     @property
     def hash(self) -> str:
         return manifest_hash(self.manifest)
+
+    @property
+    def hashes(self) -> set[str]:
+        """Every hash a run record of this data may carry (the current one and the legacy one)."""
+        return {self.hash, manifest_hash(self.manifest, legacy=True)}
 
     def split_indices(self, split: str) -> np.ndarray:
         """Indices of the official ``split`` (train, val or test)."""
