@@ -931,6 +931,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="train (or resume) every run the notebooks need, most needed first, and stop: no notebooks, no book",
     )
     p.add_argument("--threads", type=int, default=None, help="CPU threads for training (default: the profile's)")
+    p.add_argument(
+        "--compile", action="store_true", help="train with torch.compile (faster on CPU, see benchmarks/; same runs)"
+    )
     p.add_argument("--no-build", action="store_true", help="run the notebooks but do not build the book")
     p.add_argument("--no-strict", action="store_true", help="build the book without -W -n (warnings not fatal)")
 
@@ -975,7 +978,11 @@ def run(args: argparse.Namespace) -> int:
             continue
         runs_dir = runs_root / dataset / profile.name
         if args.train_only:
-            prof = dataclasses.replace(profile, train_threads=args.threads or profile.train_threads)
+            prof = dataclasses.replace(
+                profile,
+                train_threads=args.threads or profile.train_threads,
+                overrides={**profile.overrides, **({"compile": True} if args.compile else {})},
+            )
             exp = Experiment.create(prof, dataset, data_dir, runs_dir)
             exp.run(exp.training_order())
             continue

@@ -2,6 +2,7 @@
 builds from the results with no warnings, and a failing notebook fails the reproduction."""
 
 import argparse
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ from dsm import reproduce
 from dsm.reproduce import NOTEBOOKS
 
 ROOT = Path(__file__).resolve().parents[1]
-PARAMETERS = {"dataset", "data_dir", "profile", "runs_dir"}
+PARAMETERS = {"dataset", "data_dir", "profile", "runs_dir", "train"}
 
 
 def _args(tmp: Path, **changes) -> argparse.Namespace:
@@ -95,6 +96,42 @@ def test_runs_are_reused(reproduced):
     )
     exp.run(exp.all_variants())
     assert {p: p.stat().st_mtime_ns for p in runs} == before
+
+
+@pytest.mark.slow
+def test_no_train_uses_finished_runs_and_names_the_missing(reproduced, capsys):
+    runs_dir = reproduced / "runs" / "synthetic" / "smoke"
+    profile = dataclasses.replace(reproduce.PROFILES["smoke"], ablation_modulators=("dsm", "se", "eca"))
+    exp = reproduce.Experiment.create(
+        profile, "synthetic", reproduced / "data" / "synthetic-140", runs_dir, train=False
+    )
+    runs = exp.run(exp.ablation_variants()["modulators"])
+    assert [r["variant"] for r in runs] == ["dsm", "se"]
+    assert "not run yet (1 of 3 runs): eca/seed0" in capsys.readouterr().out
+    assert not (runs_dir / "eca").exists()
+
+
+@pytest.mark.slow
+def test_train_only_trains_what_the_notebooks_need(reproduced, capsys):
+    rc = reproduce.run(_args(reproduced, datasets="synthetic", train_only=True, threads=1))
+    out = capsys.readouterr().out
+    assert rc == 0 and "dsm reproduce --train-only" in out
+    exp = reproduce.Experiment.create(
+        "smoke", "synthetic", reproduced / "data" / "synthetic-140", reproduced / "runs" / "synthetic" / "smoke"
+    )
+    assert {v.name for v in exp.training_order()} == {v.name for v in exp.all_variants() + exp.gate_map_variants()}
+    assert out.count(" loaded ") == len(exp.training_order())  # everything was trained by the fixture already
+
+
+def test_headline_seeds_and_training_order(tmp_path):
+    exp = reproduce.Experiment.create("cpu", "fer2013", tmp_path / "data", tmp_path / "runs")
+    headline, other = reproduce.Variant.make(), reproduce.Variant.make(modulator="none")
+    assert [Path(c.out).name for c in exp.configs(headline)] == ["seed0", "seed1", "seed2"]
+    assert [Path(c.out).name for c in exp.configs(other)] == ["seed0"]
+    order = [v.name for v in exp.training_order()]
+    assert order[:3] == ["dsm", "none", "cbam"]  # the headline rows, then the gate-map model
+    assert order.index("lka") < order.index("timm-resnet18-dsm") < order.index("dsm-kernel_size=3")
+    assert len(order) == len(set(order)) and {"timm-resnet18-none", "dsm-modulator_after=3"} <= set(order)
 
 
 @pytest.mark.slow
