@@ -20,6 +20,7 @@ from dsm.checkpoint import load_model
 from dsm.data.format import load_prepared
 from dsm.metrics import classification_metrics
 from dsm.preprocess import to_model_input
+from dsm.train import predict_logits
 
 TTA = (None, "flip", "tencrop")
 
@@ -37,6 +38,9 @@ def predict_proba(
     """Class probabilities of uint8 images (N,H,W[,3]); with ``tta`` averaged over views."""
     if tta not in TTA:
         raise ValueError(f"tta must be one of {TTA}, got {tta!r}")
+    if tta is None:  # single view: the training loop's batched inference
+        return F.softmax(predict_logits(model, images, in_chans, size, torch.device(device), batch_size), 1)
+    model.eval()
     out = []
     for i in range(0, len(images), batch_size):
         x = images[i : i + batch_size].to(device)

@@ -6,30 +6,18 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from fixtures_models import CLASSES, random_checkpoint
 
 import dsm
 from dsm.bench import runtime_latency
-from dsm.checkpoint import load_model, save_checkpoint
+from dsm.checkpoint import load_model
 from dsm.cli import main
 from dsm.export import INPUT, export_checkpoint, export_model, opset_of, read_metadata, session
 
-CLASSES = ["neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger"]
-
 
 def make_checkpoint(path, in_chans=1, size=48, modulator="dsm"):
-    """A random-init checkpoint whose head is scaled up so logits are O(1), which makes atol=1e-4 a real test."""
-    torch.manual_seed(0)
-    kwargs = {"num_classes": 7, "in_chans": in_chans, "modulator": modulator}
-    model = dsm.create_model("dsm_net", **kwargs)
-    with torch.no_grad():
-        model.fc.weight.mul_(100)
-    info = {
-        "model": {"name": "dsm_net", "kwargs": kwargs},
-        "classes": CLASSES,
-        "input": {"size": size, "channels": in_chans},
-    }
-    save_checkpoint(path, {"model." + k: v for k, v in model.state_dict().items()}, info)
-    return path
+    """Head scaled up so logits are O(1), which makes atol=1e-4 a real test."""
+    return random_checkpoint(path, in_chans, size, modulator, head_scale=100.0)
 
 
 def ort_logits(path, x):

@@ -7,35 +7,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
+from fixtures_models import CLASSES, random_checkpoint
 
 import dsm
 import dsm.predict
-from dsm.checkpoint import CheckpointError, save_checkpoint
+from dsm.checkpoint import CheckpointError
 from dsm.cli import main
 from dsm.face import FaceDetector, HaarCascade, group_rectangles, pad_box
 from dsm.predict import FaceResult, Predictor, read_image
 
 PHOTO = Path(__file__).parent / "assets" / "astronaut.jpg"  # NASA portrait, public domain (see assets/README.md)
-CLASSES = ["neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger"]
-
-
-def make_checkpoint(path, in_chans=1, size=48):
-    torch.manual_seed(0)
-    kwargs = {"num_classes": 7, "in_chans": in_chans, "modulator": "dsm"}
-    model = dsm.create_model("dsm_net", **kwargs)
-    info = {
-        "model": {"name": "dsm_net", "kwargs": kwargs},
-        "classes": CLASSES,
-        "input": {"size": size, "channels": in_chans},
-    }
-    save_checkpoint(path, {"model." + k: v for k, v in model.state_dict().items()}, info)
-    return path
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "gray48")
+    return random_checkpoint(tmp_path_factory.mktemp("ckpt") / "gray48")
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +91,7 @@ def test_pad_box_stays_inside_the_image():
 
 @pytest.mark.parametrize("in_chans,size", [(1, 48), (3, 112)])
 def test_predictor_on_a_real_face(tmp_path, photo, in_chans, size):
-    p = Predictor(make_checkpoint(tmp_path / "c", in_chans, size))
+    p = Predictor(random_checkpoint(tmp_path / "c", in_chans, size))
     results = p.predict(PHOTO)
     assert len(results) >= 1 and isinstance(results[0], FaceResult)
     r = results[0]
