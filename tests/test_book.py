@@ -132,6 +132,7 @@ def test_headline_seeds_and_training_order(tmp_path):
     assert order[:3] == ["dsm", "none", "cbam"]  # the headline rows, then the gate-map model
     assert order.index("lka") < order.index("timm-resnet18-dsm") < order.index("dsm-kernel_size=3")
     assert len(order) == len(set(order)) and {"timm-resnet18-none", "dsm-modulator_after=3"} <= set(order)
+    assert sum(len(exp.configs(v)) for v in exp.training_order()) == 21  # as book/reproduce.md says
 
 
 @pytest.mark.slow
