@@ -403,10 +403,10 @@ class Experiment:
     def training_order(self) -> list[Variant]:
         """Every variant the notebooks need, most needed first: the dsm_net rows of the results table, the
         gate-map models, the modulator comparison, the other models of the results table, the design groups."""
-        results = self.result_variants()
-        design = [v for g, vs in self.ablation_variants().items() if g != "modulators" for v in vs]
+        results, ablations = self.result_variants(), self.ablation_variants()
+        design = [v for g, vs in ablations.items() if g != "modulators" for v in vs]
         order = [v for v in results if v.model == "dsm_net"] + self.gate_map_variants()
-        order += self.ablation_variants()["modulators"] + [v for v in results if v.model != "dsm_net"] + design
+        order += ablations["modulators"] + [v for v in results if v.model != "dsm_net"] + design
         return list(dict.fromkeys(order))
 
     def all_variants(self) -> list[Variant]:
@@ -437,22 +437,17 @@ class Experiment:
         Training output goes to ``runs_dir/train.log``; one line per run is printed. With ``train`` off,
         only the finished runs are returned and the missing ones are printed.
         """
-        from dsm.runs import run_or_load
+        from dsm.runs import finished_run, run_or_load
 
         if not self.train:
-            variants = list(dict.fromkeys(variants))
-            cfgs = [c for v in variants for c in self.configs(v)]
-            missing = [str(Path(c.out).relative_to(self.runs_dir)) for c in cfgs if not _is_finished(c)]
-            if missing:
-                print(f"not run yet ({len(missing)} of {len(cfgs)} runs): {', '.join(missing)}")
-            return self.load(variants)
+            return self.load(variants, report_missing=True)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         log_path = Path(log) if log else self.runs_dir / "train.log"
         runs = []
         for variant in dict.fromkeys(variants):
             for cfg in self.configs(variant):
                 t0 = time.perf_counter()
-                finished = _is_finished(cfg)
+                finished = finished_run(cfg) is not None
                 threads = None if finished else _train_threads(self.profile.train_threads)
                 with (
                     open(log_path, "a") as f,
@@ -469,17 +464,21 @@ class Experiment:
                 runs.append(run)
         return runs
 
-    def load(self, variants: Iterable[Variant]) -> list[dict[str, Any]]:
-        """The finished runs of ``variants`` that exist (nothing is trained)."""
-        from dsm.runs import load_run
+    def load(self, variants: Iterable[Variant], report_missing: bool = False) -> list[dict[str, Any]]:
+        """The finished runs of ``variants`` that exist (nothing is trained); ``report_missing`` prints the others."""
+        from dsm.runs import finished_run
 
-        runs = []
+        runs, missing = [], []
         for variant in dict.fromkeys(variants):
             for cfg in self.configs(variant):
-                if _is_finished(cfg):
-                    run = load_run(cfg.out)
-                    run["variant"] = variant.name
-                    runs.append(run)
+                run = finished_run(cfg)
+                if run is None:
+                    missing.append(str(Path(cfg.out).relative_to(self.runs_dir)))
+                    continue
+                run["variant"] = variant.name
+                runs.append(run)
+        if report_missing and missing:
+            print(f"not run yet ({len(missing)} of {len(runs) + len(missing)} runs): {', '.join(missing)}")
         return runs
 
     def summary(self, runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -624,17 +623,6 @@ def _torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
-
-
-def _is_finished(cfg: TrainConfig) -> bool:
-    path = Path(cfg.out) / "run.json"
-    if not path.is_file():
-        return False
-    try:
-        run = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return False
-    return run.get("status") == "finished" and cfg.same_run(run.get("config", {}))
 
 
 def banner(dataset: str) -> str:

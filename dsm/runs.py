@@ -126,17 +126,26 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     return run
 
 
+def finished_run(cfg: TrainConfig) -> dict[str, Any] | None:
+    """The run record in ``cfg.out`` if it is finished, of this config and of this data; else None."""
+    try:
+        run = load_run(cfg.out)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if run.get("status") == "finished" and cfg.same_run(run.get("config", {})) and _same_data(run, cfg.data):
+        return run
+    return None
+
+
 def run_or_load(cfg: TrainConfig, show_progress: bool = False) -> dict[str, Any]:
     """The finished run of exactly this config if ``cfg.out`` has one; otherwise train (resuming)."""
-    out = Path(cfg.out)
-    if (out / "run.json").is_file():
-        run = load_run(out)
-        if run["status"] == "finished" and cfg.same_run(run["config"]) and _same_data(run, cfg.data):
-            return run
+    run = finished_run(cfg)
+    if run is not None:
+        return run
     from dsm.train import train
 
     train(cfg, resume=True, show_progress=show_progress)
-    return load_run(out)
+    return load_run(cfg.out)
 
 
 def _same_data(run: dict[str, Any], data: str) -> bool:
