@@ -108,7 +108,7 @@ def main() -> None:
         f"# Training step of dsm_net, {args.size}x{args.size} gray, batch {args.batch}, channels_last, eager",
         "",
         f"`{record['command']}` at commit `{record['git_commit']}`, {record['time']}; {record['device']}, "
-        f"{record['threads']} threads, torch {torch.__version__}; other processes used {busy:.0%} of the CPU before.",
+        f"torch {torch.__version__}; other processes used {busy:.0%} of the CPU before.",
         "",
         f"- images/s over {args.repeats} blocks of {args.steps} steps: "
         + ", ".join(f"{r:.0f}" for r in rates)
