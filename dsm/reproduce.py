@@ -121,6 +121,7 @@ class Profile:
     overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields on top of the recipe
     seeds: tuple[int, ...] = (0,)
     headline_seeds: tuple[int, ...] = ()  # more seeds for the headline row only (dsm_net + DSM)
+    headline_epochs: int | None = None  # the headline row once more at this schedule (seed 0): how far it gets
     folds: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)  # k-fold data sets (CK+, JAFFE)
     synthetic_n: int = 2100
     synthetic_size: int = 48
@@ -154,6 +155,11 @@ class Profile:
                 f"- repeats: seeds {list(self.seeds)}"
                 + (f", and {list(self.headline_seeds)} for dsm_net + DSM" if self.headline_seeds else "")
                 + f" (k-fold data sets: folds {list(self.folds)})",
+                *(
+                    [f"- longer schedule: dsm_net + DSM also trained for {self.headline_epochs} epochs (one run)"]
+                    if self.headline_epochs
+                    else []
+                ),
                 f"- CPU threads for training: {self.train_threads or 'PyTorch default'}"
                 + (" (one thread when other processes keep the CPU busy)" if self.train_threads == "auto" else ""),
                 f"- results: models {list(self.models)}, modulators {list(self.result_modulators)}",
@@ -210,6 +216,7 @@ PROFILES: dict[str, Profile] = {
         recipe="cpu",
         overrides={"epochs": 8},
         headline_seeds=(1, 2),
+        headline_epochs=30,
         models=("dsm_net", "timm:resnet18"),
         result_modulators=("dsm", "none"),
         design={
@@ -263,12 +270,14 @@ def _drop_defaults(opts: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict
 
 @dataclass(frozen=True)
 class Variant:
-    """One network to train: model + modulator + options (defaults dropped)."""
+    """One network to train: model + modulator + options (defaults dropped), and any training-recipe
+    changes that belong to this row alone (e.g. a longer schedule)."""
 
     model: str = "dsm_net"
     modulator: str = "dsm"
     modulator_opts: tuple[tuple[str, Any], ...] = ()
     model_opts: tuple[tuple[str, Any], ...] = ()
+    train_opts: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def make(
@@ -277,6 +286,7 @@ class Variant:
         modulator: str | None = "dsm",
         modulator_opts: Mapping[str, Any] | None = None,
         model_opts: Mapping[str, Any] | None = None,
+        train_opts: Mapping[str, Any] | None = None,
     ) -> Variant:
         modulator = modulator or "none"
         mod_opts = dict(modulator_opts or {})
@@ -290,15 +300,17 @@ class Variant:
 
             m_opts = _drop_defaults(m_opts, _defaults(DSMNet.__init__))
         freeze = lambda d: tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in d.items()))  # noqa: E731
-        return cls(model, modulator, freeze(mod_opts), freeze(m_opts))
+        return cls(model, modulator, freeze(mod_opts), freeze(m_opts), freeze(dict(train_opts or {})))
 
     @property
     def options(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in (*self.modulator_opts, *self.model_opts)}
+        opts = (*self.modulator_opts, *self.model_opts, *self.train_opts)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in opts}
 
     @property
     def name(self) -> str:
-        """Directory name and table label, e.g. ``dsm``, ``dsm-kernel_size=3``, ``timm-resnet18-none``."""
+        """Directory name and table label, e.g. ``dsm``, ``dsm-kernel_size=3``, ``timm-resnet18-none``,
+        ``dsm-epochs=30``."""
         base = self.modulator if self.model == "dsm_net" else f"{self.model.replace(':', '-')}-{self.modulator}"
         opts = "-".join(f"{k}={_fmt(v)}" for k, v in sorted(self.options.items()))
         return base + (f"-{opts}" if opts else "")
@@ -309,6 +321,7 @@ class Variant:
             "modulator": self.modulator,
             "modulator_opts": {k: v for k, v in self.options.items() if k in dict(self.modulator_opts)},
             "model_opts": {k: v for k, v in self.options.items() if k in dict(self.model_opts)},
+            **{k: v for k, v in self.options.items() if k in dict(self.train_opts)},
         }
 
 
@@ -390,7 +403,13 @@ class Experiment:
     ) -> list[Variant]:
         models = models or self.profile.models
         modulators = modulators or self.profile.result_modulators
-        return [Variant.make(model=m, modulator=mod) for m in models for mod in modulators]
+        variants = [Variant.make(model=m, modulator=mod) for m in models for mod in modulators]
+        return variants + [v for v in self.schedule_variants() if v.model in models and v.modulator in modulators]
+
+    def schedule_variants(self) -> list[Variant]:
+        """The headline row at the profile's longer schedule, if it names one."""
+        epochs = self.profile.headline_epochs
+        return [Variant.make(train_opts={"epochs": epochs})] if epochs else []
 
     def ablation_variants(self) -> dict[str, list[Variant]]:
         """Group -> variants: ``modulators`` (every compared modulator in dsm_net), then the DSM design groups."""
@@ -402,11 +421,12 @@ class Experiment:
 
     def training_order(self) -> list[Variant]:
         """Every variant the notebooks need, most needed first: the dsm_net rows of the results table, the
-        gate-map models, the modulator comparison, the other models of the results table, the design groups."""
-        results, ablations = self.result_variants(), self.ablation_variants()
+        gate-map models, the modulator comparison, the other models of the results table, the longer
+        schedule, the design groups."""
+        results, ablations, longer = self.result_variants(), self.ablation_variants(), self.schedule_variants()
         design = [v for g, vs in ablations.items() if g != "modulators" for v in vs]
-        order = [v for v in results if v.model == "dsm_net"] + self.gate_map_variants()
-        order += ablations["modulators"] + [v for v in results if v.model != "dsm_net"] + design
+        order = [v for v in results if v.model == "dsm_net" and v not in longer] + self.gate_map_variants()
+        order += ablations["modulators"] + [v for v in results if v.model != "dsm_net"] + longer + design
         return list(dict.fromkeys(order))
 
     def all_variants(self) -> list[Variant]:

@@ -132,7 +132,12 @@ def test_headline_seeds_and_training_order(tmp_path):
     assert order[:3] == ["dsm", "none", "cbam"]  # the headline rows, then the gate-map model
     assert order.index("lka") < order.index("timm-resnet18-dsm") < order.index("dsm-kernel_size=3")
     assert len(order) == len(set(order)) and {"timm-resnet18-none", "dsm-modulator_after=3"} <= set(order)
-    assert sum(len(exp.configs(v)) for v in exp.training_order()) == 21  # as book/reproduce.md says
+    longer = reproduce.Variant.make(train_opts={"epochs": 30})
+    assert order.index("timm-resnet18-none") < order.index(longer.name) < order.index("dsm-kernel_size=3")
+    assert [(Path(c.out).name, c.epochs) for c in exp.configs(longer)] == [("seed0", 30)]
+    assert {c.epochs for c in exp.configs(headline)} == {8}
+    assert longer.name in {v.name for v in exp.result_variants()}
+    assert sum(len(exp.configs(v)) for v in exp.training_order()) == 22  # as book/reproduce.md says
 
 
 @pytest.mark.slow

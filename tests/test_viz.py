@@ -148,6 +148,9 @@ def test_variants_drop_paper_defaults():
     assert Variant.make(modulator_opts={"rep": False}).train_fields()["modulator_opts"] == {"rep": False}
     assert Variant.make(model_opts={"modulator_after": [3]}).train_fields()["model_opts"] == {"modulator_after": [3]}
     assert Variant.make(model="timm:resnet18", modulator=None).name == "timm-resnet18-none"
+    longer = Variant.make(train_opts={"epochs": 30})
+    assert longer.name == "dsm-epochs=30" and longer != Variant.make()
+    assert longer.train_fields()["epochs"] == 30 and longer.train_fields()["modulator_opts"] == {}
     groups = design_variants({"kernel": (3, 7), "position": ([1], [2])})
     assert groups["kernel"][1] == groups["position"][1] == Variant.make()
 
