@@ -11,6 +11,7 @@ drivers; ``run_or_load`` is how notebooks reuse finished runs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -30,8 +31,12 @@ _REPO = Path(__file__).resolve().parents[1]
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 
 
+@functools.cache
 def git_commit() -> str | None:
-    """HEAD of the checkout dsm runs from, with ``+dirty`` when it has uncommitted changes."""
+    """HEAD of the checkout dsm runs from, with ``+dirty`` when it has uncommitted changes.
+
+    Asked once per process: a long ``dsm reproduce --train-only`` runs the code it loaded at its start,
+    so later runs of that process must name that commit, not one HEAD has moved to since."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_REPO, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:

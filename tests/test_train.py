@@ -317,3 +317,16 @@ def test_paper_protocol_driver_summarizes_its_runs(toy, tmp_path):
 def test_balanced_sampling_option_trains(toy, tmp_path):
     run = train(_cfg(toy, tmp_path / "b", epochs=1, balanced_sampling=True), show_progress=False)
     assert run["status"] == "finished" and run["config"]["balanced_sampling"] is True
+
+
+def test_git_commit_is_the_one_the_process_started_with(monkeypatch):
+    """A long --train-only process must not stamp later runs with a HEAD that moved after it loaded its code."""
+    from dsm import runs
+
+    first = runs.git_commit()
+
+    def moved(*args, **kwargs):
+        raise AssertionError("git asked again")
+
+    monkeypatch.setattr(runs.subprocess, "run", moved)
+    assert runs.git_commit() == first
