@@ -467,7 +467,8 @@ class Experiment:
         for variant in dict.fromkeys(variants):
             for cfg in self.configs(variant):
                 t0 = time.perf_counter()
-                finished = finished_run(cfg) is not None
+                run = finished_run(cfg)
+                finished = run is not None
                 threads = None if finished else _train_threads(self.profile.train_threads)
                 with (
                     open(log_path, "a") as f,
@@ -476,7 +477,7 @@ class Experiment:
                     _torch_threads(threads),
                 ):
                     print(f"== {cfg.out} ({time.strftime('%Y-%m-%d %H:%M:%S')}, threads {threads or 'default'})")
-                    run = run_or_load(cfg)
+                    run = run or run_or_load(cfg)  # a finished run is not looked up twice
                 run["variant"] = variant.name
                 what = "loaded" if finished else f"trained in {time.perf_counter() - t0:.0f} s"
                 acc = (run.get("test_metrics") or run.get("val_metrics") or {}).get("accuracy", float("nan"))
