@@ -16,8 +16,8 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 lint: install
-	$(PY) -m ruff check dsm tests data_scripts benchmarks
-	$(PY) -m ruff format --check dsm tests data_scripts benchmarks
+	$(PY) -m ruff check dsm tests data_scripts benchmarks notebooks
+	$(PY) -m ruff format --check dsm tests data_scripts benchmarks notebooks
 
 test: lint
 	$(PY) -m pytest -q
