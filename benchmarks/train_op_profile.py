@@ -24,9 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from dsm.bench import count_macs, device_name
+from dsm.bench import count_macs, cpu_busy, device_name
 from dsm.registry import create_model
-from dsm.reproduce import cpu_busy
 from dsm.runs import git_commit
 
 

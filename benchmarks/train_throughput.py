@@ -24,11 +24,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from dsm.bench import device_name
+from dsm.bench import cpu_busy, device_name
 from dsm.config import recipe
 from dsm.data.format import load_prepared
 from dsm.registry import create_model
-from dsm.reproduce import cpu_busy
 from dsm.runs import git_commit
 from dsm.throughput import profile
 

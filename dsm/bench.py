@@ -354,3 +354,20 @@ def pipeline_fps(
         "device": device_name(device),
         "every_n_frames": every_n,
     }
+
+
+def cpu_busy(seconds: float = 0.5) -> float:
+    """Fraction of all CPU time used by anything over the next ``seconds`` (Linux ``/proc/stat``; 0 elsewhere)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return 1.0 - (idle1 - idle0) / max(total1 - total0, 1)

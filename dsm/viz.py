@@ -296,7 +296,7 @@ def bench_table(results: Sequence[Any]) -> pd.DataFrame:
 
 def plot_accuracy_latency(points: pd.DataFrame, title: str = "") -> Figure:
     """Accuracy (mean ± std over runs) against batch-1 latency; ``points`` from
-    ``dsm.reproduce.accuracy_latency`` (columns label, latency_ms, accuracy, accuracy_std, macs)."""
+    ``dsm.study.Experiment.accuracy_latency`` (columns label, latency_ms, accuracy, accuracy_std, macs)."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
     if not points.empty:
         acc, err = 100 * points["accuracy"], 100 * points["accuracy_std"].fillna(0.0)

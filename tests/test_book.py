@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from dsm import reproduce
+from dsm import reproduce, study
 from dsm.reproduce import NOTEBOOKS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ def test_runs_are_reused(reproduced):
     records = [json.loads(p.read_text()) for p in runs]
     assert all(r["status"] == "finished" for r in records)
     before = {p: p.stat().st_mtime_ns for p in runs}
-    exp = reproduce.Experiment.create(
+    exp = study.Experiment.create(
         "smoke", "synthetic", reproduced / "data" / "synthetic-140", reproduced / "runs" / "synthetic" / "smoke"
     )
     exp.run(exp.all_variants())
@@ -101,10 +101,8 @@ def test_runs_are_reused(reproduced):
 @pytest.mark.slow
 def test_no_train_uses_finished_runs_and_names_the_missing(reproduced, capsys):
     runs_dir = reproduced / "runs" / "synthetic" / "smoke"
-    profile = dataclasses.replace(reproduce.PROFILES["smoke"], ablation_modulators=("dsm", "se", "eca"))
-    exp = reproduce.Experiment.create(
-        profile, "synthetic", reproduced / "data" / "synthetic-140", runs_dir, train=False
-    )
+    profile = dataclasses.replace(study.PROFILES["smoke"], ablation_modulators=("dsm", "se", "eca"))
+    exp = study.Experiment.create(profile, "synthetic", reproduced / "data" / "synthetic-140", runs_dir, train=False)
     runs = exp.run(exp.ablation_variants()["modulators"])
     assert [r["variant"] for r in runs] == ["dsm", "se"]
     assert "not run yet (1 of 3 runs): eca/seed0" in capsys.readouterr().out
@@ -116,7 +114,7 @@ def test_train_only_trains_what_the_notebooks_need(reproduced, capsys):
     rc = reproduce.run(_args(reproduced, datasets="synthetic", train_only=True, threads=1))
     out = capsys.readouterr().out
     assert rc == 0 and "dsm reproduce --train-only" in out
-    exp = reproduce.Experiment.create(
+    exp = study.Experiment.create(
         "smoke", "synthetic", reproduced / "data" / "synthetic-140", reproduced / "runs" / "synthetic" / "smoke"
     )
     assert {v.name for v in exp.training_order()} == {v.name for v in exp.all_variants() + exp.gate_map_variants()}
@@ -124,15 +122,15 @@ def test_train_only_trains_what_the_notebooks_need(reproduced, capsys):
 
 
 def test_headline_seeds_and_training_order(tmp_path):
-    exp = reproduce.Experiment.create("cpu", "fer2013", tmp_path / "data", tmp_path / "runs")
-    headline, other = reproduce.Variant.make(), reproduce.Variant.make(modulator="none")
+    exp = study.Experiment.create("cpu", "fer2013", tmp_path / "data", tmp_path / "runs")
+    headline, other = study.Variant.make(), study.Variant.make(modulator="none")
     assert [Path(c.out).name for c in exp.configs(headline)] == ["seed0", "seed1", "seed2"]
     assert [Path(c.out).name for c in exp.configs(other)] == ["seed0"]
     order = [v.name for v in exp.training_order()]
     assert order[:3] == ["dsm", "none", "cbam"]  # the headline rows, then the gate-map model
     assert order.index("lka") < order.index("timm-resnet18-dsm") < order.index("dsm-kernel_size=3")
     assert len(order) == len(set(order)) and {"timm-resnet18-none", "dsm-modulator_after=3"} <= set(order)
-    longer = reproduce.Variant.make(train_opts={"epochs": 30})
+    longer = study.Variant.make(train_opts={"epochs": 30})
     assert order.index("timm-resnet18-none") < order.index(longer.name) < order.index("dsm-kernel_size=3")
     assert [(Path(c.out).name, c.epochs) for c in exp.configs(longer)] == [("seed0", 30)]
     assert {c.epochs for c in exp.configs(headline)} == {8}

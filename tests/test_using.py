@@ -14,7 +14,7 @@ import torch
 
 import dsm
 import dsm.checkpoint
-from dsm import reproduce, viz
+from dsm import reproduce, study, viz
 from dsm.checkpoint import CheckpointError, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,14 +46,14 @@ def test_notebook_parameters_and_no_outputs():
     assert len(tagged) == 1
     assigned = {line.split("=")[0].strip() for line in tagged[0].source.splitlines() if "=" in line}
     assert assigned == {"checkpoint", "photo", "runs", "warmup", "threads", "backends", "batches"}
-    assert set(reproduce.using_parameters(reproduce.PROFILES["quick"])) == assigned
+    assert set(reproduce.using_parameters(study.PROFILES["quick"])) == assigned
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# Using the model")
     assert "dsm predict photo.jpg --out out/" in nb.cells[0].source
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit notebooks without outputs"
 
 
 def test_smoke_and_quick_settings():
-    smoke, quick = reproduce.PROFILES["smoke"], reproduce.PROFILES["quick"]
+    smoke, quick = study.PROFILES["smoke"], study.PROFILES["quick"]
     assert reproduce.using_parameters(smoke)["backends"] == ["eager", "onnxruntime"]
     assert reproduce.using_parameters(smoke)["runs"] == 3
     assert reproduce.using_parameters(quick)["backends"] == ["eager", "onnxruntime", "compile"]
@@ -105,12 +105,12 @@ def test_without_the_released_checkpoint(tmp_path, monkeypatch, capsys):
     """The page is skipped (the chapter keeps its prose) unless asked for by name, which fails clearly."""
     monkeypatch.setattr(dsm.checkpoint, "RELEASED", tmp_path / "missing" / "fer2013_dsm_net")
     book = reproduce.copy_book(tmp_path)
-    assert reproduce.reproduce_using(book, reproduce.PROFILES["smoke"]) is None
+    assert reproduce.reproduce_using(book, study.PROFILES["smoke"]) is None
     assert "skipped: no checkpoint" in capsys.readouterr().out
     toc = reproduce.write_toc(book).read_text()
     assert "- file: using\n" in toc and reproduce.USING not in toc
     with pytest.raises(CheckpointError, match="no checkpoint at .*fer2013_dsm_net"):
-        reproduce.reproduce_using(book, reproduce.PROFILES["smoke"], force=True)
+        reproduce.reproduce_using(book, study.PROFILES["smoke"], force=True)
     parser = argparse.ArgumentParser()
     reproduce.add_arguments(parser)
     args = parser.parse_args(["--book", str(book), "--profile", "smoke", "--notebooks", reproduce.USING])
@@ -124,7 +124,7 @@ def test_the_page_runs_once_per_checkpoint_and_builds(tmp_path, capsys):
     """Smoke settings (eager + onnxruntime, 3 runs) on a random-weight checkpoint; then the book builds."""
     ckpt = make_checkpoint(tmp_path / "ckpt" / "model")
     book = reproduce.copy_book(tmp_path)
-    smoke = reproduce.PROFILES["smoke"]
+    smoke = study.PROFILES["smoke"]
     out = reproduce.reproduce_using(book, smoke, ckpt)
     assert out == book / "results" / f"{reproduce.USING}.ipynb"
 

@@ -1,4 +1,4 @@
-"""dsm.viz (plots, gate maps, Grad-CAM) and the experiment description of dsm.reproduce."""
+"""dsm.viz (plots, gate maps, Grad-CAM) and the experiment description of dsm.study."""
 
 import json
 
@@ -11,7 +11,8 @@ from matplotlib.figure import Figure
 import dsm
 from dsm import viz
 from dsm.data.format import PreparedWriter, load_prepared
-from dsm.reproduce import PROFILES, Experiment, Variant, design_variants, write_toc
+from dsm.reproduce import write_toc
+from dsm.study import PROFILES, Experiment, Variant, design_variants
 
 CLASSES = ["neutral", "happiness", "sadness"]
 
