@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("dsm.bench_cli", "params, MACs and latency of models and modulators"),
     "predict": ("dsm.predict_cli", "detect faces in images/videos and classify their expressions"),
     "export": ("dsm.export_cli", "export a checkpoint's fused model to ONNX"),
+    "release": ("dsm.release", "publish the best finished run (by validation accuracy) as the default model"),
     "reproduce": ("dsm.reproduce", "run every notebook with papermill and build the book"),
 }
 

@@ -1,0 +1,66 @@
+"""dsm release: the run with the best validation accuracy becomes the default checkpoint, copied intact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dsm.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from dsm.cli import main
+from dsm.release import choose, release
+from tests.fixtures_models import random_checkpoint
+
+
+def fake_run(run_dir: Path, val: float, test: float, status: str = "finished") -> Path:
+    """A run directory as training leaves it: run.json and a best checkpoint carrying the test metrics."""
+    random_checkpoint(run_dir / "best")
+    tensors, info = load_checkpoint(run_dir / "best")
+    save_checkpoint(run_dir / "best", tensors, {**info, "test_metrics": {"accuracy": test}})
+    record = {"status": status, "val_metrics": {"accuracy": val}, "test_metrics": {"accuracy": test}}
+    (run_dir / "run.json").write_text(json.dumps(record))
+    return run_dir
+
+
+def test_choose_by_validation_never_by_test(tmp_path):
+    a = fake_run(tmp_path / "a", val=0.60, test=0.70)
+    b = fake_run(tmp_path / "b", val=0.62, test=0.58)
+    c = fake_run(tmp_path / "c", val=0.62, test=0.59)
+    assert choose([a, b, c]) == b  # best validation; the first of a tie; test accuracy plays no part
+
+
+def test_release_copies_the_pair_and_the_record(tmp_path):
+    run = fake_run(tmp_path / "run", val=0.6, test=0.55)
+    dest = release(run, tmp_path / "out" / "released")
+    model, info = load_model(dest)
+    ref, _ = load_model(run / "best")
+    x = torch.randn(2, 1, 48, 48)
+    assert torch.equal(model(x), ref(x)) and info["test_metrics"] == {"accuracy": 0.55}
+    assert json.loads((tmp_path / "out" / "released.run.json").read_text())["val_metrics"] == {"accuracy": 0.6}
+    assert not list((tmp_path / "out").glob("*.tmp"))
+
+
+def test_unfinished_or_mismatched_runs_are_refused_and_nothing_is_written(tmp_path):
+    running = fake_run(tmp_path / "running", val=0.6, test=0.5, status="running")
+    with pytest.raises(CheckpointError, match=r"running/run.json: run not finished"):
+        release(running, tmp_path / "out" / "r")
+    other = fake_run(tmp_path / "other", val=0.6, test=0.5)
+    record = json.loads((other / "run.json").read_text())
+    (other / "run.json").write_text(json.dumps({**record, "test_metrics": {"accuracy": 0.9}}))
+    with pytest.raises(CheckpointError, match="test metrics differ"):
+        release(other, tmp_path / "out" / "r")
+    with pytest.raises(CheckpointError, match="no run record"):
+        choose([tmp_path])
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_dry_run_names_the_choice_and_writes_nothing(tmp_path, capsys):
+    a, b = fake_run(tmp_path / "a", val=0.5, test=0.5), fake_run(tmp_path / "b", val=0.7, test=0.4)
+    assert main(["release", str(a), str(b), "--dest", str(tmp_path / "rel"), "--dry-run"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == {"run": str(b), "val_accuracy": 0.7, "test_accuracy": 0.4, "dest": None}
+    assert not list(tmp_path.glob("rel*"))
+    with pytest.raises(SystemExit, match="error: .*run not finished"):
+        main(["release", str(fake_run(tmp_path / "c", 0.9, 0.9, status="running"))])
