@@ -19,17 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from dsm.checkpoint import RELEASED, CheckpointError, checkpoint_paths, load_checkpoint
+from dsm.runs import load_run
 
 
 def finished_record(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The run record of a finished run with a ``best`` checkpoint; a one-line error names what is wrong."""
     path = Path(run_dir) / "run.json"
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no run record (not a run directory)")
     try:
-        record = json.loads(path.read_text())
+        record = load_run(run_dir)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no run record (not a run directory)") from None
     except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
     if record.get("status") != "finished":
         raise CheckpointError(f"{path}: run not finished (status {record.get('status')!r})")
     if (record.get("val_metrics") or {}).get("accuracy") is None:
