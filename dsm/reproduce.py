@@ -322,6 +322,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="train (or resume) every run the notebooks need, most needed first, and stop: no notebooks, no book",
     )
+    p.add_argument(
+        "--plan", action="store_true", help="list every run of the study in training order and where it stands; no work"
+    )
     p.add_argument("--threads", type=int, default=None, help="CPU threads for training (default: the profile's)")
     p.add_argument(
         "--compile", action="store_true", help="train with torch.compile (faster on CPU, see benchmarks/; same runs)"
@@ -369,6 +372,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"[{dataset}] skipped: {data_dir}/manifest.json not found; wrote {out_dir}/not_prepared.md")
             continue
         runs_dir = runs_root / dataset / profile.name
+        if args.plan:
+            plan = Experiment.create(profile, dataset, data_dir, runs_dir).plan()
+            done = int((plan["state"] == "finished").sum())
+            print(f"[{dataset}] {runs_dir}: {done} of {len(plan)} runs finished, in training order")
+            print(plan.astype(object).where(plan.notna(), "-").to_string(index=False), flush=True)
+            continue
         if args.train_only:
             prof = dataclasses.replace(
                 profile,
@@ -379,6 +388,8 @@ def run(args: argparse.Namespace) -> int:
             exp.run(exp.training_order())
             continue
         reproduce_dataset(dataset, profile, data_dir, runs_dir, book_dir, notebooks, train=not args.no_train)
+    if args.plan:
+        return 0
     if args.train_only:
         print(f"dsm reproduce --train-only: {time.perf_counter() - t_start:.0f} s", flush=True)
         return 0

@@ -461,6 +461,34 @@ class Experiment:
                 runs.append(run)
         return runs
 
+    def plan(self) -> pd.DataFrame:
+        """Every run of ``training_order`` and where it stands: finished (with its test accuracy and
+        minutes), stopped after some epochs (it resumes), or not started. Reads run records only."""
+        from dsm.runs import finished_run, load_run
+
+        rows = []
+        for variant in self.training_order():
+            for cfg in self.configs(variant):
+                run, state = finished_run(cfg), "not started"
+                if run is None:
+                    with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+                        partial = load_run(cfg.out)
+                        same = cfg.same_run(partial.get("config", {}))
+                        done = len(partial.get("epochs") or [])
+                        state = f"epoch {done} of {cfg.epochs} done" if same else "other config: starts over"
+                else:
+                    state = "finished"
+                acc = ((run or {}).get("test_metrics") or {}).get("accuracy")
+                rows.append(
+                    {
+                        "run": str(Path(cfg.out).relative_to(self.runs_dir)),
+                        "state": state,
+                        "test accuracy %": None if acc is None else round(100 * acc, 2),
+                        "minutes": None if run is None else round(run.get("wall_time_s", 0) / 60),
+                    }
+                )
+        return pd.DataFrame(rows).astype({"minutes": "Int64"})
+
     def load(self, variants: Iterable[Variant], report_missing: bool = False) -> list[dict[str, Any]]:
         """The finished runs of ``variants`` that exist (nothing is trained); ``report_missing`` prints the others."""
         from dsm.runs import finished_run
