@@ -302,19 +302,22 @@ def pipeline_fps(
     device: str = "cpu",
     progress: bool = True,
     threads: int | None = None,
+    max_side: int = 640,
 ) -> dict:
     """Frames per second of ``dsm predict`` on a video: face detection + classification.
 
     ``fps`` counts detect + classify time only; ``fps_with_decode`` adds reading the
-    frames. Drawing and writing the annotated video are not included.
+    frames. Drawing and writing the annotated video are not included. ``max_side`` is the
+    detector's (``dsm predict --max-side``).
     """
     from tqdm import tqdm
 
+    from dsm.face import FaceDetector
     from dsm.predict import Predictor, video_frames, video_info
 
     if threads:
         torch.set_num_threads(threads)
-    pred = Predictor(checkpoint, device)
+    pred = Predictor(checkpoint, device, FaceDetector(max_side=max_side))
     total, _ = video_info(video)
     n_expected = -(-total // every_n) if total else None
     if max_frames and n_expected:
@@ -353,6 +356,7 @@ def pipeline_fps(
         "model_input": f"{pred.channels}x{pred.size}",
         "device": device_name(device),
         "every_n_frames": every_n,
+        "detect_max_side": max_side,
     }
 
 

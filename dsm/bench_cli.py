@@ -47,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--checkpoint", default=None, help="checkpoint for --video (default: the released one)")
     g.add_argument("--every-n-frames", type=int, default=1, metavar="N")
     g.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N processed frames")
+    g.add_argument("--max-side", type=int, default=640, help="detect on frames shrunk to this longer side (as predict)")
 
 
 def configs_from_args(args: argparse.Namespace) -> list[BenchConfig]:
@@ -101,7 +102,13 @@ def run_video(args: argparse.Namespace) -> int:
 
     try:
         res = pipeline_fps(
-            args.video, args.checkpoint, args.every_n_frames, args.max_frames, args.device, threads=args.threads
+            args.video,
+            args.checkpoint,
+            args.every_n_frames,
+            args.max_frames,
+            args.device,
+            threads=args.threads,
+            max_side=args.max_side,
         )
     except (CheckpointError, ImageReadError, ValueError) as e:
         print(f"dsm bench: {e}", file=sys.stderr)
@@ -112,7 +119,8 @@ def run_video(args: argparse.Namespace) -> int:
     print(
         f"{res['video']} ({res['frame_size']}): {res['frames']} frames, {res['faces']} faces; "
         f"{res['fps']:.1f} frames/s detect+classify ({res['fps_with_decode']:.1f} with decoding); "
-        f"per frame median: detect {res['detect_ms_median']:.1f} ms ({res['detector']} Haar cascade), "
+        f"per frame median: detect {res['detect_ms_median']:.1f} ms ({res['detector']} Haar cascade, "
+        f"longer side {res['detect_max_side']}), "
         f"classify {res['classify_ms_median']:.1f} ms (input {res['model_input']}); {res['device']}"
     )
     return 0

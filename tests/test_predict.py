@@ -138,6 +138,18 @@ def test_cli_images_json_out_no_face_and_bad_file(ckpt, tmp_path, capsys):
     assert annotated.shape[0] >= 320 and (out / "blank.annotated.png").is_file()
 
 
+def test_cli_max_side_detects_on_a_smaller_copy_and_answers_in_original_pixels(ckpt, tmp_path, capsys):
+    big = tmp_path / "big.png"
+    cv2.imwrite(str(big), cv2.resize(read_image(PHOTO), (960, 960), interpolation=cv2.INTER_CUBIC))
+    rc, stdout, _ = run_cli(capsys, big, "--checkpoint", ckpt, "--json", "--max-side", "240")
+    x, y, w, h = json.loads(stdout.splitlines()[0])["box"]
+    assert rc == 0 and in_face_region((x / 3, y / 3, w / 3, h / 3))  # the 320 px face region, scaled by 3
+    rc, stdout, _ = run_cli(capsys, big, "--checkpoint", ckpt, "--json", "--max-side", "48")
+    assert rc == 0 and json.loads(stdout)["faces"] == 0  # the face is ~9 px there: the flag reaches the detector
+    rc, _, stderr = run_cli(capsys, PHOTO, "--checkpoint", ckpt, "--max-side", "20")
+    assert rc == 2 and "--max-side must be >= 48" in stderr
+
+
 def test_cli_no_face_exits_0_with_text_output(ckpt, tmp_path, capsys):
     blank = tmp_path / "gray.jpg"
     cv2.imwrite(str(blank), np.full((120, 160, 3), 90, np.uint8))
@@ -184,3 +196,7 @@ def test_bench_video_measures_the_pipeline(ckpt, tmp_path, capsys, photo):
     res = json.loads(capsys.readouterr().out)
     assert res["frames"] == 2 and res["faces"] >= 2 and res["fps"] > 0 and res["fps_with_decode"] <= res["fps"]
     assert res["frame_size"] == "320x320" and res["model_input"] == "1x48"
+    args = ["bench", "--video", str(video), "--checkpoint", str(ckpt), "--max-side", "48", "--json"]
+    assert main(args) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["detect_max_side"] == 48 and res["frames"] == 4 and res["faces"] == 0  # too small to find at 48 px
