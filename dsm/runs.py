@@ -25,7 +25,7 @@ import pandas as pd
 import timm
 import torch
 
-from dsm.config import TrainConfig
+from dsm.config import EXECUTION_FIELDS, TrainConfig, recipe
 
 _REPO = Path(__file__).resolve().parents[1]
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
@@ -164,6 +164,33 @@ def epochs_frame(run: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(run["epochs"])
 
 
+# what a results row already names (model, modulator and their options, recipe, protocol) or repeats over
+_NAMED_FIELDS = (
+    "model",
+    "modulator",
+    "modulator_opts",
+    "model_opts",
+    "recipe",
+    "protocol",
+    "seed",
+    "fold",
+    "run_index",
+)
+
+
+def training_changes(config: dict[str, Any]) -> dict[str, Any]:
+    """The training settings of a run's config that differ from its named recipe, e.g. ``{"epochs": 8}``:
+    runs that differ here are different rows, not repeats. Model, modulator, repeat and execution fields
+    are left out (they are named elsewhere or do not change what is computed)."""
+    full = {**TrainConfig().to_dict(), **config}
+    try:
+        base = recipe(full["recipe"]).to_dict()
+    except ValueError:  # a recipe this version does not know: compare with the defaults
+        base = TrainConfig().to_dict()
+    skip = {*EXECUTION_FIELDS, *_NAMED_FIELDS}
+    return {k: v for k, v in full.items() if k not in skip and k in base and v != base[k]}
+
+
 def runs_frame(run_dirs: list[str | Path]) -> pd.DataFrame:
     """One row per finished run: identifying config fields and test (else val) metrics."""
     rows = []
@@ -180,6 +207,7 @@ def runs_frame(run_dirs: list[str | Path]) -> pd.DataFrame:
                 "modulator": cfg["modulator"] or "none",
                 "options": json.dumps({**cfg["modulator_opts"], **cfg["model_opts"]}, sort_keys=True),
                 "recipe": cfg["recipe"],
+                "training": json.dumps(training_changes(cfg), sort_keys=True),
                 "protocol": cfg["protocol"],
                 "split": "test" if run["test_metrics"] else "val",
                 "seed": cfg["seed"],
@@ -198,12 +226,13 @@ def runs_frame(run_dirs: list[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-GROUP_BY = ["dataset", "model", "modulator", "options", "recipe", "protocol", "split"]
+GROUP_BY = ["dataset", "model", "modulator", "options", "recipe", "training", "protocol", "split"]
 
 
 def summarize(run_dirs: list[str | Path]) -> pd.DataFrame:
     """Mean and std of accuracy, balanced accuracy and macro-F1 per group of runs that differ only in
-    seed, fold or run index; ``runs`` lists the run directories behind each row."""
+    seed, fold or run index (``training`` holds the settings that differ from the recipe, so a longer
+    schedule is its own row); ``runs`` lists the run directories behind each row."""
     df = runs_frame(run_dirs)
     if df.empty:
         return df

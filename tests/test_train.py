@@ -176,12 +176,15 @@ def test_summarize_groups_seeds(toy, tmp_path):
         cfg = _cfg(toy, tmp_path / f"s{seed}", epochs=1, seed=seed)
         train(cfg, show_progress=False)
         dirs.append(cfg.out)
-    df = summarize(dirs)
-    assert len(df) == 1 and df.loc[0, "n_runs"] == 2
+    longer = _cfg(toy, tmp_path / "longer", epochs=3, seed=0)  # another schedule is another row, not a repeat
+    train(longer, show_progress=False)
+    df = summarize([*dirs, longer.out])
+    assert len(df) == 2 and list(df["n_runs"]) == [2, 1]
+    assert [json.loads(t)["epochs"] for t in df["training"]] == [1, 3]
     accs = [load_run(d)["test_metrics"]["accuracy"] for d in dirs]
     assert df.loc[0, "accuracy_mean"] == pytest.approx(np.mean(accs))
     assert df.loc[0, "accuracy_std"] == pytest.approx(np.std(accs, ddof=1))
-    assert df.loc[0, "runs"] == dirs
+    assert df.loc[0, "runs"] == dirs and df.loc[1, "runs"] == [longer.out]
 
 
 def test_evaluate_reproduces_the_run_record_and_crosses_data_sets(toy, tmp_path):
