@@ -29,8 +29,8 @@ def finished_record(run_dir: str | os.PathLike) -> dict[str, Any]:
         record = load_run(run_dir)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no run record (not a run directory)") from None
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    except ValueError as e:  # names the file
+        raise CheckpointError(str(e)) from None
     if record.get("status") != "finished":
         raise CheckpointError(f"{path}: run not finished (status {record.get('status')!r})")
     if (record.get("val_metrics") or {}).get("accuracy") is None:
@@ -38,38 +38,59 @@ def finished_record(run_dir: str | os.PathLike) -> dict[str, Any]:
     return record
 
 
+def _validation_split(record: dict[str, Any]) -> tuple[Any, ...]:
+    """What the validation accuracy is measured on: the data (manifest hash), protocol, fold and split size."""
+    data, cfg = record.get("data") or {}, record.get("config") or {}
+    sizes = data.get("split_sizes") or {}
+    return data.get("manifest_hash"), cfg.get("protocol"), cfg.get("fold"), cfg.get("run_index"), sizes.get("val")
+
+
 def choose(run_dirs: Sequence[str | os.PathLike]) -> Path:
-    """The run with the highest validation accuracy (the first one on a tie)."""
+    """The run with the highest validation accuracy (the first one on a tie). Every run must have been
+    validated on the same split of the same data, or the accuracies do not compare."""
     if not run_dirs:
         raise ValueError("no run directories given")
-    scored = [(finished_record(d)["val_metrics"]["accuracy"], -i, Path(d)) for i, d in enumerate(run_dirs)]
+    records = [finished_record(d) for d in run_dirs]
+    for d, r in zip(run_dirs[1:], records[1:], strict=True):
+        if _validation_split(r) != _validation_split(records[0]):
+            first = Path(run_dirs[0]) / "run.json"
+            raise CheckpointError(f"{Path(d) / 'run.json'}: validated on other data or another split than {first}")
+    scored = [
+        (r["val_metrics"]["accuracy"], -i, Path(d)) for i, (d, r) in enumerate(zip(run_dirs, records, strict=True))
+    ]
     return max(scored)[2]
 
 
+def release_paths(dest: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """``NAME.safetensors``, ``NAME.json`` and ``NAME.run.json`` of a checkpoint name (with or without suffix)."""
+    st, js = checkpoint_paths(dest)
+    return st, js, js.with_name(js.name.removesuffix(".json") + ".run.json")
+
+
 def release(run_dir: str | os.PathLike, dest: str | os.PathLike = RELEASED) -> Path:
-    """Copy ``run_dir``'s best checkpoint and run record to ``dest`` (``.safetensors``, ``.json``,
-    ``.run.json``); returns ``dest``. The pair is checked to load before anything is written."""
+    """Copy ``run_dir``'s best checkpoint and run record to ``dest`` (``NAME.safetensors``, ``NAME.json``,
+    ``NAME.run.json``); returns the ``.safetensors`` path. Everything is checked before anything is
+    written: the pair loads, and its metrics are the record's."""
     record = finished_record(run_dir)
     best = Path(run_dir) / "best"
     _, info = load_checkpoint(best)  # raises on a missing or torn pair
-    if info.get("test_metrics") != record.get("test_metrics"):
-        raise CheckpointError(f"{checkpoint_paths(best)[1]}: test metrics differ from {Path(run_dir) / 'run.json'}")
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    st, js = checkpoint_paths(best)
-    d_st, d_js = checkpoint_paths(dest)
-    pairs = [(st, d_st), (js, d_js), (Path(run_dir) / "run.json", dest.with_name(dest.name + ".run.json"))]
-    tmp = [dst.with_name(dst.name + ".tmp") for _, dst in pairs]
+    for key in ("val_metrics", "test_metrics"):
+        if info.get(key) != record.get(key):
+            raise CheckpointError(f"{checkpoint_paths(best)[1]}: {key} differ from {Path(run_dir) / 'run.json'}")
+    targets = release_paths(dest)
+    targets[0].parent.mkdir(parents=True, exist_ok=True)
+    sources = (*checkpoint_paths(best), Path(run_dir) / "run.json")
+    tmp = [t.with_name(t.name + ".tmp") for t in targets]
     try:
-        for (src, _), t in zip(pairs, tmp, strict=True):
+        for src, t in zip(sources, tmp, strict=True):
             shutil.copyfile(src, t)
-    except OSError:
+        # the record first, the pair last: between the two renames a reader finds a torn pair by its id and stops
+        for t, dst in zip(tmp[::-1], targets[::-1], strict=True):
+            os.replace(t, dst)
+    finally:
         for t in tmp:
             t.unlink(missing_ok=True)
-        raise
-    for (_, dst), t in zip(pairs, tmp, strict=True):
-        os.replace(t, dst)
-    return dest
+    return targets[0]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

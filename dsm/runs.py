@@ -126,7 +126,12 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / "run.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no run record")
-    run = json.loads(path.read_text())
+    try:
+        run = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a valid run record ({e})") from None
+    if not isinstance(run, dict):
+        raise ValueError(f"{path}: not a run record (a JSON {type(run).__name__}, not an object)")
     run["run_dir"] = str(run_dir)
     return run
 
@@ -135,7 +140,7 @@ def finished_run(cfg: TrainConfig) -> dict[str, Any] | None:
     """The run record in ``cfg.out`` if it is finished, of this config and of this data; else None."""
     try:
         run = load_run(cfg.out)
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, ValueError):
         return None
     if run.get("status") == "finished" and cfg.same_run(run.get("config", {})) and _same_data(run, cfg.data):
         return run

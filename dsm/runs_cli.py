@@ -31,7 +31,10 @@ def run(args: argparse.Namespace) -> int:
     from dsm.runs import runs_frame, summarize
 
     dirs = find_runs(args.run_dirs)
-    df = summarize(dirs) if args.action == "summarize" else runs_frame(dirs)
+    try:
+        df = summarize(dirs) if args.action == "summarize" else runs_frame(dirs)
+    except ValueError as e:  # a broken run.json: the message names it
+        raise SystemExit(f"error: {e}") from None
     if df.empty:
         print("no finished runs")
         return 1

@@ -471,7 +471,7 @@ class Experiment:
             for cfg in self.configs(variant):
                 run, state = finished_run(cfg), "not started"
                 if run is None:
-                    with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+                    with contextlib.suppress(FileNotFoundError, ValueError):
                         partial = load_run(cfg.out)
                         same = cfg.same_run(partial.get("config", {}))
                         done = len(partial.get("epochs") or [])

@@ -361,9 +361,9 @@ class Trainer:
         val = evaluate_split(best, self.x["val"], self.y["val"], *args)
         test = evaluate_split(best, self.x["test"], self.y["test"], *args) if len(self.x["test"]) else None
         self.record.finish(self.state, val, test)
-        if self.rank == 0:
-            self.record.write(self.out)
+        if self.rank == 0:  # the checkpoint first: a "finished" record always has its metrics in best.json
             save_checkpoint(self.out / "best", tensors, {**info, "val_metrics": val, "test_metrics": test})
+            self.record.write(self.out)
         return self.record.to_dict()
 
 

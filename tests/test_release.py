@@ -14,12 +14,13 @@ from dsm.release import choose, release
 from tests.fixtures_models import random_checkpoint
 
 
-def fake_run(run_dir: Path, val: float, test: float, status: str = "finished") -> Path:
-    """A run directory as training leaves it: run.json and a best checkpoint carrying the test metrics."""
+def fake_run(run_dir: Path, val: float, test: float, status: str = "finished", data: str = "abc") -> Path:
+    """A run directory as training leaves it: run.json and a best checkpoint carrying the same metrics."""
     random_checkpoint(run_dir / "best")
     tensors, info = load_checkpoint(run_dir / "best")
-    save_checkpoint(run_dir / "best", tensors, {**info, "test_metrics": {"accuracy": test}})
-    record = {"status": status, "val_metrics": {"accuracy": val}, "test_metrics": {"accuracy": test}}
+    metrics = {"val_metrics": {"accuracy": val}, "test_metrics": {"accuracy": test}}
+    save_checkpoint(run_dir / "best", tensors, {**info, **metrics})
+    record = {"status": status, **metrics, "data": {"manifest_hash": data}, "config": {"protocol": "official"}}
     (run_dir / "run.json").write_text(json.dumps(record))
     return run_dir
 
@@ -29,11 +30,15 @@ def test_choose_by_validation_never_by_test(tmp_path):
     b = fake_run(tmp_path / "b", val=0.62, test=0.58)
     c = fake_run(tmp_path / "c", val=0.62, test=0.59)
     assert choose([a, b, c]) == b  # best validation; the first of a tie; test accuracy plays no part
+    other = fake_run(tmp_path / "other", val=0.9, test=0.9, data="def")
+    with pytest.raises(CheckpointError, match=r"other/run.json: validated on other data or another split than"):
+        choose([a, other])
 
 
 def test_release_copies_the_pair_and_the_record(tmp_path):
     run = fake_run(tmp_path / "run", val=0.6, test=0.55)
-    dest = release(run, tmp_path / "out" / "released")
+    dest = release(run, tmp_path / "out" / "released.safetensors")  # with or without the suffix
+    assert dest == tmp_path / "out" / "released.safetensors"
     model, info = load_model(dest)
     ref, _ = load_model(run / "best")
     x = torch.randn(2, 1, 48, 48)
@@ -49,7 +54,7 @@ def test_unfinished_or_mismatched_runs_are_refused_and_nothing_is_written(tmp_pa
     other = fake_run(tmp_path / "other", val=0.6, test=0.5)
     record = json.loads((other / "run.json").read_text())
     (other / "run.json").write_text(json.dumps({**record, "test_metrics": {"accuracy": 0.9}}))
-    with pytest.raises(CheckpointError, match="test metrics differ"):
+    with pytest.raises(CheckpointError, match="test_metrics differ"):
         release(other, tmp_path / "out" / "r")
     with pytest.raises(CheckpointError, match="no run record"):
         choose([tmp_path])
@@ -63,4 +68,19 @@ def test_cli_dry_run_names_the_choice_and_writes_nothing(tmp_path, capsys):
     assert out == {"run": str(b), "val_accuracy": 0.7, "test_accuracy": 0.4, "dest": None}
     assert not list(tmp_path.glob("rel*"))
     with pytest.raises(SystemExit, match="error: .*run not finished"):
-        main(["release", str(fake_run(tmp_path / "c", 0.9, 0.9, status="running"))])
+        main(["release", str(fake_run(tmp_path / "c", 0.9, 0.9, status="running")), "--dest", str(tmp_path / "rel")])
+    assert not list(tmp_path.glob("rel*"))
+
+
+BROKEN = [("[]", "a JSON list, not an object"), ("{oops", "not a valid run record")]
+
+
+@pytest.mark.parametrize(("text", "problem"), BROKEN)
+def test_broken_run_records_are_named(tmp_path, capsys, text, problem):
+    run = fake_run(tmp_path / "run", val=0.6, test=0.5)
+    (run / "run.json").write_text(text)
+    with pytest.raises(SystemExit, match=f"error: .*run/run.json: .*{problem}"):
+        main(["release", str(run), "--dest", str(tmp_path / "rel")])
+    with pytest.raises(SystemExit, match=f"error: .*run/run.json: .*{problem}"):
+        main(["runs", "summarize", str(run)])
+    assert not list(tmp_path.glob("rel*"))
