@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dsm.checkpoint import RELEASED, CheckpointError, checkpoint_paths, load_checkpoint
+from dsm.data.format import DataError
 from dsm.runs import load_run
 
 
@@ -39,22 +40,30 @@ def finished_record(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def _validation_split(record: dict[str, Any]) -> tuple[Any, ...]:
-    """What the validation accuracy is measured on: the data (manifest hash), protocol, fold and split size."""
+    """What the validation accuracy is measured on: data set, classes, split sizes, protocol, fold."""
     data, cfg = record.get("data") or {}, record.get("config") or {}
-    sizes = data.get("split_sizes") or {}
-    return data.get("manifest_hash"), cfg.get("protocol"), cfg.get("fold"), cfg.get("run_index"), sizes.get("val")
+    sizes = json.dumps(data.get("split_sizes"), sort_keys=True)
+    return data.get("dataset"), data.get("classes"), sizes, cfg.get("protocol"), cfg.get("fold"), cfg.get("run_index")
 
 
-def choose(run_dirs: Sequence[str | os.PathLike]) -> Path:
+def choose(run_dirs: Sequence[str | os.PathLike], data: str | os.PathLike | None = None) -> Path:
     """The run with the highest validation accuracy (the first one on a tie). Every run must have been
-    validated on the same split of the same data, or the accuracies do not compare."""
+    validated on the same split of the same data set, or the accuracies do not compare; with ``data``
+    (a prepared directory) every run must also have been trained on exactly that data (manifest hash)."""
     if not run_dirs:
         raise ValueError("no run directories given")
     records = [finished_record(d) for d in run_dirs]
-    for d, r in zip(run_dirs[1:], records[1:], strict=True):
+    first = Path(run_dirs[0]) / "run.json"
+    for d, r in zip(run_dirs, records, strict=True):
         if _validation_split(r) != _validation_split(records[0]):
-            first = Path(run_dirs[0]) / "run.json"
-            raise CheckpointError(f"{Path(d) / 'run.json'}: validated on other data or another split than {first}")
+            raise CheckpointError(f"{Path(d) / 'run.json'}: validated on another data set or split than {first}")
+    if data is not None:
+        from dsm.data.format import load_prepared
+
+        hashes = load_prepared(data).hashes
+        for d, r in zip(run_dirs, records, strict=True):
+            if (r.get("data") or {}).get("manifest_hash") not in hashes:
+                raise CheckpointError(f"{Path(d) / 'run.json'}: trained on other data than {data}")
     scored = [
         (r["val_metrics"]["accuracy"], -i, Path(d)) for i, (d, r) in enumerate(zip(run_dirs, records, strict=True))
     ]
@@ -96,12 +105,13 @@ def release(run_dir: str | os.PathLike, dest: str | os.PathLike = RELEASED) -> P
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", help="finished run directories (with run.json and best.*)")
     p.add_argument("--dest", default=str(RELEASED), help="checkpoint NAME to write (default: the released model)")
+    p.add_argument("--data", default=None, help="prepared data set: every run must have been trained on it")
     p.add_argument("--dry-run", action="store_true", help="print the chosen run and its metrics; write nothing")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        chosen = choose(args.runs)
+        chosen = choose(args.runs, args.data)
         record = finished_record(chosen)
         summary = {
             "run": str(chosen),
@@ -109,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
             "test_accuracy": (record.get("test_metrics") or {}).get("accuracy"),
             "dest": None if args.dry_run else str(release(chosen, args.dest)),
         }
-    except (CheckpointError, ValueError, OSError) as e:
+    except (CheckpointError, DataError, ValueError, OSError) as e:
         raise SystemExit(f"error: {e}") from None
     print(json.dumps(summary))
     return 0

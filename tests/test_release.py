@@ -14,13 +14,16 @@ from dsm.release import choose, release
 from tests.fixtures_models import random_checkpoint
 
 
-def fake_run(run_dir: Path, val: float, test: float, status: str = "finished", data: str = "abc") -> Path:
+def fake_run(
+    run_dir: Path, val: float, test: float, status: str = "finished", dataset: str = "fer2013", data: str = "abc"
+) -> Path:
     """A run directory as training leaves it: run.json and a best checkpoint carrying the same metrics."""
     random_checkpoint(run_dir / "best")
     tensors, info = load_checkpoint(run_dir / "best")
     metrics = {"val_metrics": {"accuracy": val}, "test_metrics": {"accuracy": test}}
     save_checkpoint(run_dir / "best", tensors, {**info, **metrics})
-    record = {"status": status, **metrics, "data": {"manifest_hash": data}, "config": {"protocol": "official"}}
+    record = {"status": status, **metrics, "data": {"dataset": dataset, "manifest_hash": data}}
+    record["config"] = {"protocol": "official"}
     (run_dir / "run.json").write_text(json.dumps(record))
     return run_dir
 
@@ -30,9 +33,22 @@ def test_choose_by_validation_never_by_test(tmp_path):
     b = fake_run(tmp_path / "b", val=0.62, test=0.58)
     c = fake_run(tmp_path / "c", val=0.62, test=0.59)
     assert choose([a, b, c]) == b  # best validation; the first of a tie; test accuracy plays no part
-    other = fake_run(tmp_path / "other", val=0.9, test=0.9, data="def")
-    with pytest.raises(CheckpointError, match=r"other/run.json: validated on other data or another split than"):
+    other = fake_run(tmp_path / "other", val=0.9, test=0.9, dataset="rafdb")
+    with pytest.raises(CheckpointError, match=r"other/run.json: validated on another data set or split than"):
         choose([a, other])
+
+
+def test_choose_with_data_requires_runs_trained_on_it(tmp_path):
+    from dsm.data import prepare_dataset
+    from dsm.data.format import load_prepared
+
+    data = prepare_dataset("synthetic", None, tmp_path / "data", n=14, progress=False)
+    ours = fake_run(tmp_path / "ours", val=0.5, test=0.5, data=load_prepared(data).hash)
+    theirs = fake_run(tmp_path / "theirs", val=0.9, test=0.9, data="0123456789abcdef")
+    assert choose([ours], data) == ours
+    assert choose([ours, theirs]) == theirs  # without --data only the data set's name and splits are compared
+    with pytest.raises(CheckpointError, match=r"theirs/run.json: trained on other data than"):
+        choose([ours, theirs], data)
 
 
 def test_release_copies_the_pair_and_the_record(tmp_path):
