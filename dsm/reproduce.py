@@ -325,9 +325,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--plan", action="store_true", help="list every run of the study in training order and where it stands; no work"
     )
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for training (default: the profile's)")
     p.add_argument(
-        "--compile", action="store_true", help="train with torch.compile (faster on CPU, see benchmarks/; same runs)"
+        "--threads", type=int, default=None, help="with --train-only: CPU threads for training (default: the profile's)"
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="with --train-only: train with torch.compile (faster on CPU, see benchmarks/; same runs)",
     )
     p.add_argument("--no-build", action="store_true", help="run the notebooks but do not build the book")
     p.add_argument("--no-strict", action="store_true", help="build the book without -W -n (warnings not fatal)")
@@ -339,6 +343,8 @@ def run(args: argparse.Namespace) -> int:
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     for d in datasets:
         dataset_info(d)
+    if (args.threads or args.compile) and not args.train_only:
+        raise SystemExit("dsm reproduce: --threads and --compile apply to --train-only")
     selected = [n.strip() for n in args.notebooks.split(",") if n.strip()] if args.notebooks else [*NOTEBOOKS, USING]
     unknown = set(selected) - {*NOTEBOOKS, USING}
     if unknown:
@@ -349,19 +355,46 @@ def run(args: argparse.Namespace) -> int:
     data_root = Path(args.data_root or os.environ.get("DSM_DATA_ROOT") or "data")
     runs_root = Path(args.runs_root or os.environ.get("DSM_RUNS_ROOT") or "runs")
     explicit = dict(item.split("=", 1) for item in args.data_dir)
+
+    def data_dir_of(dataset: str, prepare: bool = True) -> Path:
+        if dataset in explicit:
+            return Path(explicit[dataset])
+        if dataset_info(dataset).real:
+            return data_root / dataset
+        out = synthetic_dir(data_root, profile)
+        return ensure_synthetic(out, profile) if prepare else out
+
+    if args.plan or args.train_only:  # runs only: nothing is written into the book
+        for dataset in datasets:
+            data_dir = data_dir_of(dataset, prepare=args.train_only)
+            if not (data_dir / "manifest.json").is_file():
+                print(f"[{dataset}] skipped: {data_dir}/manifest.json not found")
+                continue
+            runs_dir = runs_root / dataset / profile.name
+            if args.plan:
+                plan = Experiment.create(profile, dataset, data_dir, runs_dir).plan()
+                done = int((plan["state"] == "finished").sum())
+                print(f"[{dataset}] {runs_dir}: {done} of {len(plan)} runs finished, in training order")
+                print(plan.astype(object).where(plan.notna(), "-").to_string(index=False), flush=True)
+                continue
+            prof = dataclasses.replace(
+                profile,
+                train_threads=args.threads or profile.train_threads,
+                overrides={**profile.overrides, **({"compile": True} if args.compile else {})},
+            )
+            exp = Experiment.create(prof, dataset, data_dir, runs_dir)
+            exp.run(exp.training_order())
+        if args.train_only:
+            print(f"dsm reproduce --train-only: {time.perf_counter() - t_start:.0f} s", flush=True)
+        return 0
+
     book_dir = Path(args.book)
     if not (book_dir / "intro.md").is_file():
         raise SystemExit(f"{book_dir}: not the book's source directory (no intro.md)")
-
     write_figures(book_dir)
     for dataset in datasets:
         info = dataset_info(dataset)
-        if dataset in explicit:
-            data_dir = Path(explicit[dataset])
-        elif info.real:
-            data_dir = data_root / dataset
-        else:
-            data_dir = ensure_synthetic(synthetic_dir(data_root, profile), profile)
+        data_dir = data_dir_of(dataset)
         if not (data_dir / "manifest.json").is_file():
             out_dir = book_dir / "results" / dataset
             if any(out_dir.glob("*.ipynb")):
@@ -372,27 +405,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"[{dataset}] skipped: {data_dir}/manifest.json not found; wrote {out_dir}/not_prepared.md")
             continue
         runs_dir = runs_root / dataset / profile.name
-        if args.plan:
-            plan = Experiment.create(profile, dataset, data_dir, runs_dir).plan()
-            done = int((plan["state"] == "finished").sum())
-            print(f"[{dataset}] {runs_dir}: {done} of {len(plan)} runs finished, in training order")
-            print(plan.astype(object).where(plan.notna(), "-").to_string(index=False), flush=True)
-            continue
-        if args.train_only:
-            prof = dataclasses.replace(
-                profile,
-                train_threads=args.threads or profile.train_threads,
-                overrides={**profile.overrides, **({"compile": True} if args.compile else {})},
-            )
-            exp = Experiment.create(prof, dataset, data_dir, runs_dir)
-            exp.run(exp.training_order())
-            continue
         reproduce_dataset(dataset, profile, data_dir, runs_dir, book_dir, notebooks, train=not args.no_train)
-    if args.plan:
-        return 0
-    if args.train_only:
-        print(f"dsm reproduce --train-only: {time.perf_counter() - t_start:.0f} s", flush=True)
-        return 0
     if USING in selected:
         from dsm.checkpoint import CheckpointError
 

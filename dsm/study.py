@@ -463,21 +463,31 @@ class Experiment:
 
     def plan(self) -> pd.DataFrame:
         """Every run of ``training_order`` and where it stands: finished (with its test accuracy and
-        minutes), stopped after some epochs (it resumes), or not started. Reads run records only."""
+        minutes), stopped after some epochs (it resumes), not started, or in the way: a directory holding
+        a run of another config or other data (training starts it over, or refuses once it has a
+        checkpoint). Reads run records only."""
+        from dsm.data.format import load_prepared
         from dsm.runs import finished_run, load_run
 
+        hashes = load_prepared(self.data_dir).hashes
         rows = []
         for variant in self.training_order():
             for cfg in self.configs(variant):
                 run, state = finished_run(cfg), "not started"
-                if run is None:
+                if run is not None:
+                    state = "finished"
+                else:
                     with contextlib.suppress(FileNotFoundError, ValueError):
                         partial = load_run(cfg.out)
-                        same = cfg.same_run(partial.get("config", {}))
-                        done = len(partial.get("epochs") or [])
-                        state = f"epoch {done} of {cfg.epochs} done" if same else "other config: starts over"
-                else:
-                    state = "finished"
+                        if not cfg.same_run(partial.get("config", {})):
+                            state = "other config"
+                        elif (partial.get("data") or {}).get("manifest_hash") not in hashes:
+                            state = "other data"
+                        else:
+                            state = f"epoch {len(partial.get('epochs') or [])} of {cfg.epochs} done"
+                        if state.startswith("other"):
+                            blocked = (Path(cfg.out) / "last.json").is_file()
+                            state += ": training refuses (move it away)" if blocked else ": starts over"
                 acc = ((run or {}).get("test_metrics") or {}).get("accuracy")
                 rows.append(
                     {

@@ -111,24 +111,32 @@ def test_no_train_uses_finished_runs_and_names_the_missing(reproduced, capsys):
 
 @pytest.mark.slow
 def test_plan_says_where_each_run_stands(reproduced, capsys):
-    runs_dir = reproduced / "runs" / "synthetic" / "smoke"
-    profile = dataclasses.replace(study.PROFILES["smoke"], ablation_modulators=("dsm", "se", "eca", "gam"))
-    exp = study.Experiment.create(profile, "synthetic", reproduced / "data" / "synthetic-140", runs_dir, train=False)
-    for name, changes in (("eca", {}), ("gam", {"lr": 0.5})):  # eca stopped after one epoch; gam has another config
+    from dsm.data.format import load_prepared
+
+    data, runs_dir = reproduced / "data" / "synthetic-140", reproduced / "runs" / "synthetic" / "smoke"
+    profile = dataclasses.replace(study.PROFILES["smoke"], ablation_modulators=("dsm", "se", "eca", "gam", "simam"))
+    exp = study.Experiment.create(profile, "synthetic", data, runs_dir, train=False)
+    ours = load_prepared(data).hash
+    # eca stopped after one epoch; gam's directory holds another config; simam's, other data and a checkpoint
+    for name, changes, digest in (("eca", {}, ours), ("gam", {"lr": 0.5}, ours), ("simam", {}, "0123456789abcdef")):
         cfg = exp.configs(study.Variant.make(modulator=name))[0]
         Path(cfg.out).mkdir(parents=True)
         record = {"status": "running", "config": {**cfg.to_dict(), **changes}, "epochs": [{"epoch": 1}]}
-        (Path(cfg.out) / "run.json").write_text(json.dumps(record))
+        (Path(cfg.out) / "run.json").write_text(json.dumps({**record, "data": {"manifest_hash": digest}}))
+    (runs_dir / "simam" / "seed0" / "last.json").write_text("{}")
     plan = exp.plan().set_index("run")
     assert plan.loc["eca/seed0", "state"] == f"epoch 1 of {exp.configs(study.Variant.make())[0].epochs} done"
     assert plan.loc["gam/seed0", "state"] == "other config: starts over"
+    assert plan.loc["simam/seed0", "state"] == "other data: training refuses (move it away)"
     assert plan.loc["dsm/seed0", "state"] == "finished" and 0 <= plan.loc["dsm/seed0", "test accuracy %"] <= 100
-    assert (plan["state"] == "finished").sum() == len(plan) - 2
+    assert (plan["state"] == "finished").sum() == len(plan) - 3
     assert not (runs_dir / "eca" / "seed0" / "best.json").exists()  # nothing was trained
-    for name in ("eca", "gam"):
+    for name in ("eca", "gam", "simam"):
         shutil.rmtree(runs_dir / name)
-    assert reproduce.run(_args(reproduced, datasets="synthetic", plan=True)) == 0
-    n = len(study.Experiment.create("smoke", "synthetic", reproduced / "data" / "synthetic-140", runs_dir).plan())
+    no_book = reproduced / "no-book"  # --plan reads run records only: it needs no book and writes nothing
+    assert reproduce.run(_args(reproduced, datasets="synthetic", plan=True, book=str(no_book))) == 0
+    assert not no_book.exists()
+    n = len(study.Experiment.create("smoke", "synthetic", data, runs_dir).plan())
     assert f"{n} of {n} runs finished, in training order" in capsys.readouterr().out
 
 
