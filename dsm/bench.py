@@ -315,6 +315,8 @@ def pipeline_fps(
     from dsm.face import FaceDetector
     from dsm.predict import Predictor, video_frames, video_info
 
+    if every_n < 1 or max_side < 48:
+        raise ValueError(f"every_n must be >= 1 and max_side >= 48 (got {every_n} and {max_side})")
     if threads:
         torch.set_num_threads(threads)
     pred = Predictor(checkpoint, device, FaceDetector(max_side=max_side))
@@ -322,7 +324,7 @@ def pipeline_fps(
     n_expected = -(-total // every_n) if total else None
     if max_frames and n_expected:
         n_expected = min(n_expected, max_frames)
-    detect_ms, classify_ms, faces, size = [], [], 0, None
+    detect_ms, classify_ms, faces, size, detect_side = [], [], 0, None, None
     start = time.perf_counter()
     bar = tqdm(total=n_expected or max_frames, desc=Path(video).name, unit="frame", disable=None if progress else True)
     for _, frame in video_frames(video, every_n):
@@ -334,6 +336,7 @@ def pipeline_fps(
         detect_ms.append((t1 - t0) * 1e3)
         classify_ms.append((t2 - t1) * 1e3)
         size = f"{frame.shape[1]}x{frame.shape[0]}"
+        detect_side = min(max_side, max(frame.shape[:2]))
         bar.update()
         if max_frames and len(detect_ms) >= max_frames:
             break
@@ -357,6 +360,7 @@ def pipeline_fps(
         "device": device_name(device),
         "every_n_frames": every_n,
         "detect_max_side": max_side,
+        "detect_longer_side": detect_side,  # what the detector saw: frames smaller than max_side are not grown
     }
 
 

@@ -120,7 +120,7 @@ def run_video(args: argparse.Namespace) -> int:
         f"{res['video']} ({res['frame_size']}): {res['frames']} frames, {res['faces']} faces; "
         f"{res['fps']:.1f} frames/s detect+classify ({res['fps_with_decode']:.1f} with decoding); "
         f"per frame median: detect {res['detect_ms_median']:.1f} ms ({res['detector']} Haar cascade, "
-        f"longer side {res['detect_max_side']}), "
+        f"longer side {res['detect_longer_side']}), "
         f"classify {res['classify_ms_median']:.1f} ms (input {res['model_input']}); {res['device']}"
     )
     return 0

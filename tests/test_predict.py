@@ -196,7 +196,12 @@ def test_bench_video_measures_the_pipeline(ckpt, tmp_path, capsys, photo):
     res = json.loads(capsys.readouterr().out)
     assert res["frames"] == 2 and res["faces"] >= 2 and res["fps"] > 0 and res["fps_with_decode"] <= res["fps"]
     assert res["frame_size"] == "320x320" and res["model_input"] == "1x48"
+    assert res["detect_max_side"] == 640 and res["detect_longer_side"] == 320  # small frames are not grown
     args = ["bench", "--video", str(video), "--checkpoint", str(ckpt), "--max-side", "48", "--json"]
     assert main(args) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["detect_max_side"] == 48 and res["frames"] == 4 and res["faces"] == 0  # too small to find at 48 px
+    assert res["detect_longer_side"] == 48
+    for bad in (["--max-side", "0"], ["--every-n-frames", "0"]):
+        assert main(["bench", "--video", str(video), "--checkpoint", str(ckpt), *bad]) == 2
+        assert "must be >= 1 and max_side >= 48" in capsys.readouterr().err
