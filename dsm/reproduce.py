@@ -96,26 +96,37 @@ def execute_notebook(
 ) -> Path:
     """Run ``notebooks/<name>.ipynb`` with papermill into ``out``; fails (raises) if any cell fails.
 
+    ``out`` is replaced only by a notebook that ran to the end: a failed run leaves the previous page
+    as it was and its partial output in ``<out>.failed.ipynb`` (outside the book's table of contents).
     ``metadata`` goes into the executed notebook's metadata under ``dsm``."""
     import nbformat
     import papermill as pm
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(
-        str(notebooks_dir / f"{name}.ipynb"),
-        str(out),
-        parameters=dict(parameters),
-        kernel_name="python3",
-        cwd=str(Path.cwd()),
-        progress_bar=False,
-        log_output=False,
-        report_mode=False,
-    )
-    nb = nbformat.read(str(out), as_version=4)
+    partial, failed = out.with_name(f"{out.stem}.partial.ipynb"), out.with_name(f"{out.stem}.failed.ipynb")
+    try:
+        pm.execute_notebook(
+            str(notebooks_dir / f"{name}.ipynb"),
+            str(partial),
+            parameters=dict(parameters),
+            kernel_name="python3",
+            cwd=str(Path.cwd()),
+            progress_bar=False,
+            log_output=False,
+            report_mode=False,
+        )
+    except BaseException:
+        if partial.exists():
+            os.replace(partial, failed)
+        raise
+    nb = nbformat.read(str(partial), as_version=4)
+    nb.metadata.get("papermill", {})["output_path"] = str(out)
     _clean(nb, title)
     if metadata:
         nb.metadata["dsm"] = dict(metadata)
-    nbformat.write(nb, str(out))
+    nbformat.write(nb, str(partial))
+    os.replace(partial, out)
+    failed.unlink(missing_ok=True)
     return out
 
 

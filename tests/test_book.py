@@ -190,10 +190,13 @@ def test_a_failing_notebook_fails(tmp_path):
     nb.cells = nb.cells[:2] + [nbformat.v4.new_code_cell("import dsm\nraise RuntimeError('boom in a notebook')")]
     nbformat.write(nb, src / "dataset_overview.ipynb")
     params = {"dataset": "synthetic", "data_dir": "nowhere", "profile": "smoke", "runs_dir": str(tmp_path / "runs")}
+    (tmp_path / "out.ipynb").write_text("the page of the last good run")
     with pytest.raises(pm.PapermillExecutionError, match="boom in a notebook"):
         reproduce.execute_notebook("dataset_overview", tmp_path / "out.ipynb", params, "Data: x", notebooks_dir=src)
-    executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert (tmp_path / "out.ipynb").read_text() == "the page of the last good run"  # not half-overwritten
+    executed = nbformat.read(tmp_path / "out.failed.ipynb", as_version=4)  # kept to debug, outside the toc
     assert any(o.output_type == "error" for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    assert sorted(p.name for p in tmp_path.glob("out*")) == ["out.failed.ipynb", "out.ipynb"]
 
 
 def test_the_committed_book_builds(tmp_path):
