@@ -133,7 +133,9 @@ def predict_image(pred: Predictor, item: Input, out: Output) -> None:
             print(f"{item.path}: {r.label} {r.score:.2f} at {list(r.box)}")
     if out.out is not None:
         suffix = item.path.suffix.lower() if item.path.suffix.lower() in IMAGE_EXTS else ".jpg"
-        cv2.imwrite(str(out.path_for(item.name, suffix)), pred.annotate(image, results))
+        target = out.path_for(item.name, suffix)
+        if not cv2.imwrite(str(target), pred.annotate(image, results)):
+            raise OSError(f"could not write the annotated copy {target}")
 
 
 def _video_writer(path: Path, fps: float, size: tuple[int, int]) -> tuple[cv2.VideoWriter, Path]:

@@ -205,3 +205,9 @@ def test_bench_video_measures_the_pipeline(ckpt, tmp_path, capsys, photo):
     for bad in (["--max-side", "0"], ["--every-n-frames", "0"]):
         assert main(["bench", "--video", str(video), "--checkpoint", str(ckpt), *bad]) == 2
         assert "must be >= 1 and max_side >= 48" in capsys.readouterr().err
+
+
+def test_cli_reports_an_annotated_copy_it_could_not_write(ckpt, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cv2, "imwrite", lambda *args: False)  # what OpenCV returns on a full disk or bad path
+    rc, _, stderr = run_cli(capsys, PHOTO, "--checkpoint", ckpt, "--out", tmp_path / "out")
+    assert rc == 1 and f"{PHOTO}: could not write the annotated copy" in stderr
