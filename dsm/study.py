@@ -291,6 +291,11 @@ class Variant:
         opts = "-".join(f"{k}={_fmt(v)}" for k, v in sorted(self.options.items()))
         return base + (f"-{opts}" if opts else "")
 
+    @property
+    def network(self) -> Variant:
+        """The same network without this row's training changes: what a latency benchmark measures."""
+        return Variant(self.model, self.modulator, self.modulator_opts, self.model_opts)
+
     def train_fields(self) -> dict[str, Any]:
         return {
             "model": self.model,
@@ -581,33 +586,34 @@ class Experiment:
         variants = [Variant.make(modulator=m) for m in self.profile.bench_modulators if m in list_modulators()]
         variants += [v for vs in design_variants(self.profile.design).values() for v in vs]
         variants += [Variant.make(model=m, modulator="none") for m in self.profile.bench_models]
-        variants += self.result_variants()  # e.g. timm:resnet18 with and without DSM
+        variants += [v.network for v in self.result_variants()]  # e.g. timm:resnet18 with and without DSM
         return [OptsBenchConfig(v, size, chans, ncls) for v in dict.fromkeys(variants)]
 
     def accuracy_latency(self, bench_results: Sequence[Any]) -> pd.DataFrame:
-        """One row per benchmarked variant that has finished runs: latency, MACs, params and test accuracy."""
-        runs = self.load(self.all_variants())
-        summary = self.summary(runs)
+        """One row per finished variant whose network was benchmarked: latency, MACs, params and test
+        accuracy. A row with its own training (e.g. a longer schedule) shares its network's latency."""
+        summary = self.summary(self.load(self.all_variants()))
+        if summary.empty:
+            return pd.DataFrame()
+        network = {v.name: v.network.name for v in self.all_variants()}
         rows = []
         for res in bench_results:
-            variant = res.name.rsplit("@", 1)[0]
-            match = summary[summary["variant"] == variant] if not summary.empty else summary
-            if match.empty:
-                continue
-            s = match.iloc[0]
-            rows.append(
-                {
-                    "label": variant,
-                    "modulator": res.modulator,
-                    "latency_ms": res.latency_ms_median,
-                    "macs": res.macs,
-                    "params": res.params_deploy,
-                    "accuracy": s["accuracy_mean"],
-                    "accuracy_std": s["accuracy_std"],
-                    "balanced_accuracy": s["balanced_accuracy_mean"],
-                    "n_runs": int(s["n_runs"]),
-                }
-            )
+            for _, s in summary.iterrows():
+                if network.get(s["variant"], s["variant"]) != res.name.rsplit("@", 1)[0]:
+                    continue
+                rows.append(
+                    {
+                        "label": s["variant"],
+                        "modulator": res.modulator,
+                        "latency_ms": res.latency_ms_median,
+                        "macs": res.macs,
+                        "params": res.params_deploy,
+                        "accuracy": s["accuracy_mean"],
+                        "accuracy_std": s["accuracy_std"],
+                        "balanced_accuracy": s["balanced_accuracy_mean"],
+                        "n_runs": int(s["n_runs"]),
+                    }
+                )
         return pd.DataFrame(rows)
 
     def describe(self) -> str:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 from dsm import reproduce, study
@@ -206,3 +207,25 @@ def test_the_committed_book_builds(tmp_path):
     proc = _build(tmp_path / "book")
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "WARNING" not in log, log[-3000:]
+
+
+def test_a_longer_schedule_shares_its_network_latency(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    exp = study.Experiment.create("cpu", "fer2013", tmp_path / "data", tmp_path / "runs")
+    longer = study.Variant.make(train_opts={"epochs": 30})
+    assert longer.network == study.Variant.make() and longer.network.name == "dsm"
+    summary = pd.DataFrame(
+        {"variant": ["dsm", "none", longer.name], "accuracy_mean": [0.60, 0.59, 0.65], "accuracy_std": [0.01, 0, 0],
+         "balanced_accuracy_mean": [0.5, 0.5, 0.55], "n_runs": [3, 1, 1]}
+    )  # fmt: skip
+    monkeypatch.setattr(exp, "load", lambda variants: [])
+    monkeypatch.setattr(exp, "summary", lambda runs: summary)
+    bench = [
+        SimpleNamespace(name=f"{n}@1x48", modulator=m, latency_ms_median=t, macs=1e8, params_deploy=1e6)
+        for n, m, t in (("dsm", "dsm", 4.2), ("none", "none", 3.8), ("cbam", "cbam", 4.3))
+    ]
+    points = exp.accuracy_latency(bench).set_index("label")
+    assert sorted(points.index) == ["dsm", longer.name, "none"]  # cbam has no finished run here
+    assert points.loc[longer.name, "latency_ms"] == points.loc["dsm", "latency_ms"] == 4.2
+    assert points.loc[longer.name, "accuracy"] == 0.65 and points.loc["none", "latency_ms"] == 3.8
