@@ -69,6 +69,28 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
+@dataclass(frozen=True)
+class Targets:
+    """What the headline network (dsm_net + DSM) should reach on a data set's test split: single crop, no
+    extra data, checkpoint chosen on validation only. Reported against the runs, met or not."""
+
+    floor: float  # test accuracy
+    goal: float  # test accuracy, together with max_params
+    max_params: int  # parameters of the network as trained
+    context: str  # why these numbers
+
+
+TARGETS: dict[str, Targets] = {
+    "fer2013": Targets(
+        0.70,
+        0.735,
+        1_500_000,
+        "The goal is above the best published from-scratch FER2013 results (73.1-73.3 %), which use "
+        "20-30 M-parameter VGG networks, ten-crop test-time augmentation and model selection on the test split.",
+    )
+}
+
+
 def dataset_info(name: str) -> DatasetInfo:
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
@@ -615,6 +637,41 @@ class Experiment:
                     }
                 )
         return pd.DataFrame(rows)
+
+    def targets_report(self, runs: Sequence[Mapping[str, Any]]) -> str:
+        """Markdown: the data set's targets (``TARGETS``) and whether the finished headline rows meet them."""
+        targets = TARGETS.get(self.dataset)
+        if targets is None:
+            return f"No accuracy targets are set for {self.info.title}."
+        headline = Variant.make()
+        chans, _, ncls = self.input_spec()
+        model = create_model(headline.model, modulator=headline.modulator, in_chans=chans, num_classes=ncls)
+        params = sum(p.numel() for p in model.parameters())
+        small = params <= targets.max_params
+        names = {v.name for v in self.all_variants() if v.network == headline}
+        summary = self.summary([r for r in runs if r["variant"] in names])
+        floor, goal, limit = 100 * targets.floor, 100 * targets.goal, targets.max_params / 1e6
+        lines = [
+            f"**Targets** for `dsm_net` + DSM on {self.info.title} (test split, single crop, no extra data, "
+            f"checkpoint chosen on validation): floor {floor:.1f} %; goal at least {goal:.1f} % with at most "
+            f"{limit:.1f} M parameters. {targets.context}",
+            "",
+            f"- parameters: {params / 1e6:.3f} M as trained, {'within' if small else '**over**'} the limit",
+        ]
+        if summary.empty:
+            return "\n".join([*lines, "- accuracy: no finished run of `dsm_net` + DSM yet"])
+        best = summary.loc[summary["accuracy_mean"].idxmax()]
+        acc, n = best["accuracy_mean"], int(best["n_runs"])
+        verdict = {
+            k: "met" if ok else "**not met**"
+            for k, ok in (("floor", acc >= targets.floor), ("goal", acc >= targets.goal and small))
+        }
+        lines += [
+            f"- best row: `{best['variant']}`, {100 * acc:.2f} % (mean of {n} run{'s' if n > 1 else ''})",
+            f"- floor {floor:.1f} %: {verdict['floor']}",
+            f"- goal {goal:.1f} % with at most {limit:.1f} M parameters: {verdict['goal']}",
+        ]
+        return "\n".join(lines)
 
     def describe(self) -> str:
         """Markdown: what this profile ran on this data set."""

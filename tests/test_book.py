@@ -229,3 +229,21 @@ def test_a_longer_schedule_shares_its_network_latency(tmp_path, monkeypatch):
     assert sorted(points.index) == ["dsm", longer.name, "none"]  # cbam has no finished run here
     assert points.loc[longer.name, "latency_ms"] == points.loc["dsm", "latency_ms"] == 4.2
     assert points.loc[longer.name, "accuracy"] == 0.65 and points.loc["none", "latency_ms"] == 3.8
+
+
+def test_targets_report_says_met_or_not_from_the_runs(tmp_path, monkeypatch):
+    exp = study.Experiment.create("cpu", "fer2013", tmp_path / "data", tmp_path / "runs")
+    monkeypatch.setattr(exp, "input_spec", lambda: (1, 48, 7))
+    longer = study.Variant.make(train_opts={"epochs": 30}).name
+    runs = [{"variant": v} for v in ("dsm", "none", longer)]
+
+    def summary_of(accs):
+        return lambda rs: pd.DataFrame({"variant": [r["variant"] for r in rs], "accuracy_mean": accs, "n_runs": 1})
+
+    monkeypatch.setattr(exp, "summary", summary_of([0.60, 0.72]))  # only dsm_net + DSM rows are considered
+    report = exp.targets_report(runs)
+    assert "floor 70.0 %: met" in report and "goal 73.5 % with at most 1.5 M parameters: **not met**" in report
+    assert f"best row: `{longer}`, 72.00 %" in report and "M as trained, within the limit" in report
+    monkeypatch.setattr(exp, "summary", summary_of([0.74, 0.60]))
+    assert "goal 73.5 % with at most 1.5 M parameters: met" in exp.targets_report(runs)
+    assert study.Experiment.create("smoke", "synthetic", tmp_path, tmp_path).targets_report([]).startswith("No ")
