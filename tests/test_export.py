@@ -42,9 +42,9 @@ def test_onnx_matches_fused_pytorch_at_batch_1_and_4(gray_ckpt, tmp_path):
 
 
 def test_onnx_is_the_fused_graph_with_metadata(gray_ckpt, tmp_path):
-    path = export_checkpoint(gray_ckpt, tmp_path / "m.onnx", opset=17)
+    path = export_checkpoint(gray_ckpt, tmp_path / "m.onnx", opset=16)  # not the default (17): the option counts
     proto = onnx.load(str(path))
-    assert opset_of(proto) == 17
+    assert opset_of(proto) == 16
     assert not any(n.op_type == "BatchNormalization" for n in proto.graph.node)  # fused away
     dim0 = proto.graph.input[0].type.tensor_type.shape.dim[0]
     assert dim0.dim_param and not dim0.dim_value  # dynamic batch
@@ -73,9 +73,14 @@ def test_every_modulator_exports(modulator, tmp_path):
     np.testing.assert_allclose(ort_logits(path, x), ref, atol=1e-4, rtol=1e-4)
 
 
-def test_dynamo_exporter(tmp_path):
+def test_dynamo_exporter(tmp_path, monkeypatch):
+    import dsm.export
+
+    calls, original = [], dsm.export._export_dynamo
+    monkeypatch.setattr(dsm.export, "_export_dynamo", lambda *a: calls.append(a) or original(*a))  # a spy
     fused = dsm.reparameterize(dsm.create_model("dsm_net", in_chans=1))
     path = export_model(fused, tmp_path / "m.onnx", (1, 1, 48, 48), opset=18, exporter="dynamo")
+    assert len(calls) == 1  # the option reached the dynamo exporter
     x = torch.randn(2, 1, 48, 48)
     with torch.inference_mode():
         np.testing.assert_allclose(ort_logits(path, x), fused(x).numpy(), atol=1e-4)
