@@ -76,6 +76,7 @@ def test_dsm_ablation_options(opts):
     x = torch.randn(1, 32, 9, 9)
     y = m(x)
     assert y.shape == x.shape
+    assert repr(m) != repr(DecomposedSpatialModulator(32))  # the option changed the module it builds
     torch.testing.assert_close(dsm.reparameterize(m)(x), y, atol=1e-5, rtol=1e-4)
 
 

@@ -112,7 +112,7 @@ def test_predictor_takes_arrays_and_gray_images(ckpt, photo):
 
 def test_predictor_without_released_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(dsm.predict, "RELEASED", tmp_path / "missing")
-    with pytest.raises(CheckpointError, match="checkpoint"):
+    with pytest.raises(CheckpointError, match=r"no released checkpoint at .*missing .*pass --checkpoint"):
         Predictor()
 
 
