@@ -60,6 +60,8 @@ def test_notebook_has_a_parameters_cell(name):
     assert assigned >= PARAMETERS
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit notebooks without outputs"
+    raw = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())
+    assert all("id" in c for c in raw["cells"]), "every cell needs an id (nbformat 4.5)"
 
 
 @pytest.mark.slow

@@ -210,7 +210,7 @@ def test_evaluate_reproduces_the_run_record_and_crosses_data_sets(toy, tmp_path)
     crops = evaluate(tmp_path / "r" / "best", toy, split="test", tta="tencrop")
     assert crops["tta"] == "tencrop" and crops["n"] == m["n"]
     model, _ = load_model(tmp_path / "r" / "best")
-    x = torch.from_numpy(load_prepared(toy).images[:8])
+    x = torch.from_numpy(np.array(load_prepared(toy).images[:8]))  # a writable copy of the memory map
     single, ten = predict_proba(model, x, 1, 16), predict_proba(model, x, 1, 16, "tencrop")
     assert not torch.allclose(single, ten) and torch.allclose(ten.sum(1), torch.ones(8))  # the views are used
 
