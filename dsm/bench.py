@@ -324,7 +324,7 @@ def pipeline_fps(
     n_expected = -(-total // every_n) if total else None
     if max_frames and n_expected:
         n_expected = min(n_expected, max_frames)
-    detect_ms, classify_ms, faces, size, detect_side = [], [], 0, None, None
+    detect_ms, classify_ms, faces, size = [], [], 0, None
     start = time.perf_counter()
     bar = tqdm(total=n_expected or max_frames, desc=Path(video).name, unit="frame", disable=None if progress else True)
     for _, frame in video_frames(video, every_n):
@@ -336,7 +336,6 @@ def pipeline_fps(
         detect_ms.append((t1 - t0) * 1e3)
         classify_ms.append((t2 - t1) * 1e3)
         size = f"{frame.shape[1]}x{frame.shape[0]}"
-        detect_side = min(max_side, max(frame.shape[:2]))
         bar.update()
         if max_frames and len(detect_ms) >= max_frames:
             break
@@ -360,7 +359,7 @@ def pipeline_fps(
         "device": device_name(device),
         "every_n_frames": every_n,
         "detect_max_side": max_side,
-        "detect_longer_side": detect_side,  # what the detector saw: frames smaller than max_side are not grown
+        "detect_longer_side": min(max_side, max(frame.shape[:2])),  # what the detector saw: small frames are not grown
     }
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from dsm.checkpoint import RELEASED, CheckpointError, checkpoint_paths, load_checkpoint
 from dsm.data.format import DataError
-from dsm.runs import load_run
+from dsm.runs import load_run, trained_on
 
 
 def finished_record(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -62,7 +62,7 @@ def choose(run_dirs: Sequence[str | os.PathLike], data: str | os.PathLike | None
 
         hashes = load_prepared(data).hashes
         for d, r in zip(run_dirs, records, strict=True):
-            if (r.get("data") or {}).get("manifest_hash") not in hashes:
+            if not trained_on(r, hashes):
                 raise CheckpointError(f"{Path(d) / 'run.json'}: trained on other data than {data}")
     scored = [
         (r["val_metrics"]["accuracy"], -i, Path(d)) for i, (d, r) in enumerate(zip(run_dirs, records, strict=True))

@@ -17,6 +17,7 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,7 @@ def finished_run(cfg: TrainConfig) -> dict[str, Any] | None:
         run = load_run(cfg.out)
     except (FileNotFoundError, ValueError):
         return None
-    if run.get("status") == "finished" and cfg.same_run(run.get("config", {})) and _same_data(run, cfg.data):
+    if run.get("status") == "finished" and cfg.same_run(run.get("config", {})) and _on_data_dir(run, cfg.data):
         return run
     return None
 
@@ -162,10 +163,16 @@ def run_or_load(cfg: TrainConfig, show_progress: bool = False) -> dict[str, Any]
     return load_run(cfg.out)
 
 
-def _same_data(run: dict[str, Any], data: str) -> bool:
+def trained_on(run: Mapping[str, Any], hashes: Collection[str]) -> bool:
+    """Whether a run record was trained on the data with these manifest hashes (``Prepared.hashes``, which
+    holds the current and the legacy form of one data set's hash)."""
+    return (run.get("data") or {}).get("manifest_hash") in hashes
+
+
+def _on_data_dir(run: Mapping[str, Any], data: str) -> bool:
     from dsm.data.format import load_prepared
 
-    return run["data"]["manifest_hash"] in load_prepared(data).hashes
+    return trained_on(run, load_prepared(data).hashes)
 
 
 def epochs_frame(run: dict[str, Any]) -> pd.DataFrame:

@@ -494,7 +494,7 @@ class Experiment:
         a run of another config or other data (training starts it over, or refuses once it has a
         checkpoint). Reads run records only."""
         from dsm.data.format import load_prepared
-        from dsm.runs import finished_run, load_run
+        from dsm.runs import finished_run, load_run, trained_on
 
         hashes = load_prepared(self.data_dir).hashes
         rows = []
@@ -508,7 +508,7 @@ class Experiment:
                         partial = load_run(cfg.out)
                         if not cfg.same_run(partial.get("config", {})):
                             state = "other config"
-                        elif (partial.get("data") or {}).get("manifest_hash") not in hashes:
+                        elif not trained_on(partial, hashes):
                             state = "other data"
                         else:
                             state = f"epoch {len(partial.get('epochs') or [])} of {cfg.epochs} done"

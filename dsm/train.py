@@ -38,7 +38,7 @@ from dsm.data.protocols import class_balanced_sampler_weights, make_splits
 from dsm.metrics import classification_metrics
 from dsm.preprocess import to_model_input
 from dsm.registry import create_model
-from dsm.runs import RunRecord
+from dsm.runs import RunRecord, trained_on
 
 
 def pick_device(name: str) -> torch.device:
@@ -207,7 +207,7 @@ class Trainer:
         tensors, info = load_checkpoint(self.out / "last")
         if not self.cfg.same_run(info["config"]):
             raise ValueError(f"{self.out / 'last.json'}: written by a different config; use a new --out")
-        if info["record"]["data"]["manifest_hash"] not in self.data.hashes:
+        if not trained_on(info["record"], self.data.hashes):
             raise ValueError(f"{self.out / 'last.json'}: trained on other data than {self.cfg.data}; use a new --out")
         self.model.load_state_dict(model_state(tensors))
         if self.ema is not None:
