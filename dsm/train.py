@@ -14,6 +14,7 @@ gloo on CPU); every rank evaluates, rank 0 writes.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -223,7 +224,13 @@ class Trainer:
         torch.set_rng_state(tensors["rng.torch"])
         self.state = info["state"]
         self.record = RunRecord.from_dict({**info["record"], "config": self.cfg.to_dict()})
+        if self.state["best_epoch"] == self.state["epoch"] and self.rank == 0 and not self._best_is_current():
+            self.save_best()  # the run stopped between writing last and best: last holds the best weights
         return True
+
+    def _best_is_current(self) -> bool:
+        path = self.out / "best.json"
+        return path.is_file() and json.loads(path.read_text()).get("epoch") == self.state["epoch"]
 
     def save_best(self) -> None:
         tensors = {f"model.{k}": v for k, v in self.eval_model.state_dict().items()}
@@ -317,10 +324,9 @@ class Trainer:
             val = self.validate()
             row |= {"val_loss": val["loss"], "val_acc": val["accuracy"], "val_balanced_acc": val["balanced_accuracy"]}
             self.state["epoch"] = epoch + 1
-            if val["accuracy"] > self.state["best_val_acc"]:
+            improved = val["accuracy"] > self.state["best_val_acc"]
+            if improved:
                 self.state["best_val_acc"], self.state["best_epoch"] = val["accuracy"], epoch + 1
-                if self.rank == 0:
-                    self.save_best()
             if val["loss"] < self.state["best_val_loss"]:
                 self.state["best_val_loss"], self.state["bad_epochs"] = val["loss"], 0
             else:
@@ -328,8 +334,10 @@ class Trainer:
             if cfg.early_stop_patience is not None and self.state["bad_epochs"] >= cfg.early_stop_patience:
                 self.state["stopped_early"] = True
             self.record.add_epoch(row)
-            if self.rank == 0:
+            if self.rank == 0:  # last before best: a crash in between is repaired by load_last
                 self.save_last()
+                if improved:
+                    self.save_best()
                 self.record.write(self.out)
                 print(
                     f"epoch {epoch + 1}/{cfg.epochs} loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} | "

@@ -114,6 +114,32 @@ def test_resume_after_kill_matches_uninterrupted_run(toy, tmp_path):
     assert resumed["epochs"][-1]["train_loss"] == pytest.approx(full["epochs"][-1]["train_loss"], abs=1e-6)
 
 
+def test_resume_repairs_a_stop_between_last_and_best(toy, tmp_path):
+    """A run stopped after writing last.* of a new best epoch but before best.*: resume rewrites best."""
+    from dsm.train import Trainer
+
+    cfg = _cfg(toy, tmp_path / "r", epochs=2)
+    t = Trainer(cfg, show_progress=False)
+    t.out.mkdir(parents=True)
+    t.record.add_epoch({"epoch": 1, **t.train_epoch(0)})
+    t.state.update(epoch=1, best_val_acc=t.validate()["accuracy"], best_epoch=1)
+    t.save_last()  # ... and the process dies here, before save_best()
+    del t
+    assert not (tmp_path / "r" / "best.json").exists()
+    t = Trainer(cfg, show_progress=False)
+    assert t.load_last()
+    best, info = load_checkpoint(tmp_path / "r" / "best")
+    last, _ = load_checkpoint(tmp_path / "r" / "last")
+    assert info["epoch"] == 1
+    for k, v in best.items():
+        torch.testing.assert_close(v, last[k], rtol=0, atol=0, msg=k)
+    # a best.* from an earlier epoch is left alone when it is still the best
+    t.state.update(epoch=2)
+    t.save_last()
+    t2 = Trainer(cfg, show_progress=False)
+    assert t2.load_last() and load_checkpoint(tmp_path / "r" / "best")[1]["epoch"] == 1
+
+
 def test_resume_refuses_a_different_config(toy, tmp_path):
     train(_cfg(toy, tmp_path / "r", epochs=1), show_progress=False)
     with pytest.raises(ValueError, match="different config"):
