@@ -15,8 +15,29 @@ import pandas as pd
 import torch
 
 from dsm.bench import RUNTIMES, BenchConfig, compare, device_name, pipeline_fps, runtime_latency
-from dsm.registry import list_modulators
+from dsm.registry import list_models, list_modulators
 from dsm.reparam import reparameterize
+
+
+def _positive_ints(text: str, sep: str) -> list[int] | None:
+    parts = [t.strip() for t in text.split(sep)]
+    return [int(t) for t in parts] if all(t.isdecimal() and int(t) > 0 for t in parts) else None
+
+
+def _sizes(text: str) -> list[tuple[int, int]]:
+    """--sizes: ``3x112,1x48`` -> [(3, 112), (1, 48)], (channels, side) pairs."""
+    pairs = [_positive_ints(item, "x") for item in text.split(",")]
+    if not all(p and len(p) == 2 for p in pairs):
+        raise argparse.ArgumentTypeError(f"expected a comma list of CxS such as 3x112,1x48, got {text!r}")
+    return [(p[0], p[1]) for p in pairs if p]
+
+
+def _batches(text: str) -> list[int]:
+    """--batches: ``1,32`` -> [1, 32]."""
+    batches = _positive_ints(text, ",")
+    if not batches:
+        raise argparse.ArgumentTypeError(f"expected a comma list of positive batch sizes such as 1,32, got {text!r}")
+    return batches
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,12 +57,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="comma list for --compare (default: every registered modulator)",
     )
-    p.add_argument("--sizes", default=None, help="comma list of CxS for --compare, e.g. 3x112,1x48")
+    p.add_argument("--sizes", type=_sizes, default=None, help="comma list of CxS for --compare, e.g. 3x112,1x48")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     g = p.add_argument_group("runtimes (--runtimes)")
     g.add_argument("--runtimes", action="store_true", help="latency under several runtimes and batch sizes")
     g.add_argument("--backends", default=",".join(RUNTIMES), help="comma list of %(default)s")
-    g.add_argument("--batches", default="1,32", help="comma list of batch sizes (default: %(default)s)")
+    g.add_argument("--batches", type=_batches, default="1,32", help="comma list of batch sizes (default: %(default)s)")
     g = p.add_argument_group("prediction pipeline (--video)")
     g.add_argument("--video", default=None, help="video file: frames/s of face detection + classification")
     g.add_argument("--checkpoint", default=None, help="checkpoint for --video (default: the released one)")
@@ -53,12 +74,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def configs_from_args(args: argparse.Namespace) -> list[BenchConfig]:
     if not args.compare:
         return [BenchConfig(args.model, args.modulator, args.input_size, args.in_chans, args.num_classes)]
-    mods = args.modulators.split(",") if args.modulators else list_modulators()
-    sizes = (
-        [tuple(map(int, s.split("x"))) for s in args.sizes.split(",")]
-        if args.sizes
-        else [(args.in_chans, args.input_size)]
-    )
+    mods = _modulators(args)
+    sizes = args.sizes or [(args.in_chans, args.input_size)]
     return [BenchConfig(args.model, m, s, c, args.num_classes) for c, s in sizes for m in mods]
 
 
@@ -68,14 +85,13 @@ def run_runtimes(args: argparse.Namespace) -> int:
     if unknown:
         print(f"dsm bench: unknown backend(s) {', '.join(unknown)}; choose from {', '.join(RUNTIMES)}", file=sys.stderr)
         return 2
-    batches = [int(b) for b in args.batches.split(",")]
     if args.threads:
         torch.set_num_threads(args.threads)  # for the whole command, so the footer reports it
     rows = []
     for cfg in configs_from_args(args):
         fused = reparameterize(cfg.build())
         shape = (cfg.in_chans, cfg.input_size, cfg.input_size)
-        for row in runtime_latency(fused, shape, backends, batches, args.runs, args.warmup, args.threads):
+        for row in runtime_latency(fused, shape, backends, args.batches, args.runs, args.warmup, args.threads):
             rows.append({"name": cfg.name, **row})
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -126,9 +142,37 @@ def run_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def _modulators(args: argparse.Namespace) -> list[str]:
+    if not args.compare:
+        return [args.modulator]
+    return [m.strip() for m in args.modulators.split(",")] if args.modulators else list_modulators()
+
+
+def _bad_args(args: argparse.Namespace) -> str | None:
+    """What is wrong with the model, modulators or timing flags of a benchmark, or None."""
+    if args.model.startswith("timm:"):
+        import timm
+
+        if not timm.is_model(args.model.removeprefix("timm:")):
+            return f"--model {args.model}: no such timm architecture"
+    elif args.model not in list_models():
+        return f"--model {args.model}: unknown; choose from {', '.join(list_models())} or timm:<arch>"
+    flag = "--modulators" if args.compare else "--modulator"
+    if unknown := [m for m in _modulators(args) if m not in list_modulators()]:
+        return f"{flag}: unknown modulator(s) {', '.join(unknown)}; choose from {', '.join(list_modulators())}"
+    if (args.runtimes or not args.no_latency) and args.runs < 2:
+        return f"--runs must be >= 2 for a median and IQR (got {args.runs})"
+    if args.warmup < 0:
+        return f"--warmup must be >= 0 (got {args.warmup})"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     if args.video:
         return run_video(args)
+    if problem := _bad_args(args):
+        print(f"dsm bench: {problem}", file=sys.stderr)
+        return 2
     if args.runtimes:
         return run_runtimes(args)
     results = compare(configs_from_args(args), args.device, args.runs, args.warmup, args.threads, not args.no_latency)

@@ -10,6 +10,7 @@ Test-time augmentation (``flip``, ``tencrop``) is off unless asked for, and labe
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,15 +55,41 @@ def predict_proba(
     return torch.cat(out) if out else torch.empty(0)
 
 
-def select_split(prepared, split: str, protocol: str | None = None, fold: int | None = None) -> np.ndarray:
-    """Indices of ``split`` (train/val/test/all): the meta.csv split column, or a protocol's split."""
+def select_split(
+    prepared, split: str, protocol: str | None = None, fold: int | None = None, **split_opts: Any
+) -> np.ndarray:
+    """Indices of ``split`` (train/val/test/all): the meta.csv split column, or a protocol's split.
+
+    ``split_opts`` (run_index, val_fraction, seed) go to ``make_splits``: a protocol's split
+    depends on them, so they must be the ones the model was trained with.
+    """
     if split == "all":
         return np.arange(len(prepared.labels))
     if protocol:
         from dsm.data.protocols import make_splits
 
-        return getattr(make_splits(prepared, protocol, fold=fold), split)
+        return getattr(make_splits(prepared, protocol, fold=fold, **split_opts), split)
     return prepared.split_indices(split)
+
+
+def split_options(info: dict, protocol: str | None, fold: int | None, run_index: int | None) -> dict[str, Any]:
+    """The split settings for ``protocol``: the checkpoint's own when it was trained under it.
+
+    Without this a paper-random run 3 or a seed-2 validation carve-out would be scored on a
+    split rebuilt with run 1 and seed 0, which overlaps the images the model trained on.
+    """
+    if not protocol:
+        return {}
+    cfg = info.get("config") or {}
+    own = cfg.get("protocol") == protocol
+    opts = {"run_index": 1, "fold": None, "val_fraction": 0.1, "seed": 0}
+    if own:
+        opts |= {k: cfg[k] for k in opts if k in cfg}
+    if fold is not None:
+        opts["fold"] = fold
+    if run_index is not None:
+        opts["run_index"] = run_index
+    return opts
 
 
 def evaluate(
@@ -74,11 +101,17 @@ def evaluate(
     batch_size: int = 256,
     protocol: str | None = None,
     fold: int | None = None,
+    run_index: int | None = None,
 ) -> dict:
-    """JSON-ready metrics of a checkpoint on a prepared data set's split."""
+    """JSON-ready metrics of a checkpoint on a prepared data set's split.
+
+    With ``protocol``, the split is rebuilt with the checkpoint's own run index, fold, seed and
+    validation fraction when it was trained under that protocol (``fold``/``run_index`` override).
+    """
     model, info = load_model(checkpoint, device)
     prepared = load_prepared(data)
-    idx = select_split(prepared, split, protocol, fold)
+    opts = split_options(info, protocol, fold, run_index)
+    idx = select_split(prepared, split, protocol, **opts)
     if len(idx) == 0:
         raise ValueError(f"{data}: split {split!r} is empty")
     images = torch.from_numpy(np.ascontiguousarray(prepared.images[idx]))
@@ -96,6 +129,8 @@ def evaluate(
         "classes_only_in_data": [c for c in data_classes if c not in model_classes],
         "classes_only_in_model": [c for c in model_classes if c not in data_classes],
         "split": split,
+        "protocol": protocol or "meta.csv",
+        **({"split_options": opts} if opts else {}),
         "tta": tta or "none",
         "checkpoint": str(checkpoint),
         "data": str(data),

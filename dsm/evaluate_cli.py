@@ -13,8 +13,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=str(RELEASED), help="NAME(.safetensors|.json); default: released FER2013")
     p.add_argument("--data", required=True, help="prepared data set directory")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
-    p.add_argument("--protocol", default=None, help="take the split from a protocol (official, kfold) instead")
-    p.add_argument("--fold", type=int, default=None)
+    p.add_argument(
+        "--protocol",
+        default=None,
+        help="take the split from a protocol (official, paper-random, kfold) instead of meta.csv; its run index, "
+        "fold, seed and validation fraction are the checkpoint's own when it was trained under that protocol",
+    )
+    p.add_argument("--fold", type=int, default=None, help="kfold: this fold instead of the checkpoint's")
+    p.add_argument("--run-index", type=int, default=None, help="paper-random: this run instead of the checkpoint's")
     p.add_argument("--tta", default=None, choices=["flip", "tencrop"], help="test-time augmentation (off by default)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=256)
@@ -25,7 +31,15 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         metrics = evaluate(
-            args.checkpoint, args.data, args.split, args.tta, args.device, args.batch_size, args.protocol, args.fold
+            args.checkpoint,
+            args.data,
+            args.split,
+            args.tta,
+            args.device,
+            args.batch_size,
+            args.protocol,
+            args.fold,
+            args.run_index,
         )
     except (CheckpointError, DataError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None

@@ -304,6 +304,14 @@ def reproduce_using(
     return out
 
 
+def _name_dir(text: str) -> tuple[str, str]:
+    """--data-dir: ``fer2013=/data/fer`` -> ("fer2013", "/data/fer")."""
+    name, sep, path = text.partition("=")
+    if not (sep and name and path):
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR, e.g. fer2013=/data/fer2013, got {text!r}")
+    return name, path
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--datasets", default="synthetic", help="comma list (default: synthetic); e.g. synthetic,fer2013")
     p.add_argument("--profile", default="quick", choices=sorted(PROFILES), help="how much to run (default: quick)")
@@ -311,7 +319,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--data-root", default=None, help="prepared data sets as ROOT/<dataset>/ (default: $DSM_DATA_ROOT or ./data)"
     )
     p.add_argument(
-        "--data-dir", action="append", default=[], metavar="NAME=DIR", help="a prepared data set elsewhere (repeatable)"
+        "--data-dir",
+        action="append",
+        type=_name_dir,
+        default=[],
+        metavar="NAME=DIR",
+        help="a prepared data set elsewhere (repeatable)",
     )
     p.add_argument(
         "--runs-root", default=None, help="runs as ROOT/<dataset>/<profile>/ (default: $DSM_RUNS_ROOT or ./runs)"
@@ -365,7 +378,7 @@ def run(args: argparse.Namespace) -> int:
         datasets = []  # only the data-set independent page
     data_root = Path(args.data_root or os.environ.get("DSM_DATA_ROOT") or "data")
     runs_root = Path(args.runs_root or os.environ.get("DSM_RUNS_ROOT") or "runs")
-    explicit = dict(item.split("=", 1) for item in args.data_dir)
+    explicit = dict(args.data_dir)
 
     def data_dir_of(dataset: str, prepare: bool = True) -> Path:
         if dataset in explicit:

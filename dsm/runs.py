@@ -127,7 +127,21 @@ def _version() -> str:
     return __version__
 
 
+RECORD_KEYS = ("status", "config", "data")  # what every run record holds, running or finished
+
+
+def _check_keys(run: Mapping[str, Any], path: Path, keys: Collection[str]) -> None:
+    """Raise ValueError naming ``path`` and the first of ``keys`` (dotted: nested) the run record lacks."""
+    for key in keys:
+        value: Any = run
+        for part in key.split("."):
+            if not isinstance(value, Mapping) or part not in value:
+                raise ValueError(f"{path}: missing {key}")
+            value = value[part]
+
+
 def load_run(run_dir: str | Path) -> dict[str, Any]:
+    """The run record in ``run_dir``; ValueError naming the file if it is not one."""
     path = Path(run_dir) / "run.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no run record")
@@ -137,6 +151,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not a valid run record ({e})") from None
     if not isinstance(run, dict):
         raise ValueError(f"{path}: not a run record (a JSON {type(run).__name__}, not an object)")
+    _check_keys(run, path, RECORD_KEYS)
     run["run_dir"] = str(run_dir)
     return run
 
@@ -207,6 +222,20 @@ def training_changes(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in full.items() if k not in skip and k in base and v != base[k]}
 
 
+# what a finished run record needs to be a row of ``runs_frame`` (besides its metrics)
+_ROW_KEYS = (
+    *(f"config.{k}" for k in _NAMED_FIELDS),
+    "data.dataset",
+    "data.manifest_hash",
+    "val_metrics.accuracy",
+    "test_metrics",
+    "best_epoch",
+    "epochs",
+    "wall_time_s",
+    "git_commit",
+)
+
+
 def runs_frame(run_dirs: list[str | Path]) -> pd.DataFrame:
     """One row per finished run: identifying config fields and test (else val) metrics."""
     rows = []
@@ -214,8 +243,10 @@ def runs_frame(run_dirs: list[str | Path]) -> pd.DataFrame:
         run = load_run(d)
         if run["status"] != "finished":
             continue
+        split = "test" if run.get("test_metrics") else "val"
+        _check_keys(run, Path(d) / "run.json", [*_ROW_KEYS, *(f"{split}_metrics.{m}" for m in METRICS)])
         cfg = run["config"]
-        metrics = run["test_metrics"] or run["val_metrics"]
+        metrics = run[f"{split}_metrics"]
         rows.append(
             {
                 "dataset": run["data"]["dataset"],
@@ -225,7 +256,7 @@ def runs_frame(run_dirs: list[str | Path]) -> pd.DataFrame:
                 "recipe": cfg["recipe"],
                 "training": json.dumps(training_changes(cfg), sort_keys=True),
                 "protocol": cfg["protocol"],
-                "split": "test" if run["test_metrics"] else "val",
+                "split": split,
                 "seed": cfg["seed"],
                 "fold": cfg["fold"],
                 "run_index": cfg["run_index"],

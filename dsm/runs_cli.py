@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -23,23 +25,38 @@ def find_runs(paths: list[str]) -> list[Path]:
         elif p.is_dir():
             found += sorted(r.parent for r in p.rglob("run.json"))
         else:
-            raise SystemExit(f"error: {p}: not a run directory")
+            raise ValueError(f"{p}: not a run directory")
     return found
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    """Write ``df`` to ``path`` whole or not at all (through a temporary file beside it)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def run(args: argparse.Namespace) -> int:
     from dsm.runs import runs_frame, summarize
 
-    dirs = find_runs(args.run_dirs)
     try:
+        dirs = find_runs(args.run_dirs)
         df = summarize(dirs) if args.action == "summarize" else runs_frame(dirs)
-    except ValueError as e:  # a broken run.json: the message names it
-        raise SystemExit(f"error: {e}") from None
+    except ValueError as e:  # a missing path or a broken run.json: the message names it
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if df.empty:
         print("no finished runs")
         return 1
     if args.csv:
-        df.to_csv(args.csv, index=False)
+        try:
+            write_csv(df, Path(args.csv))
+        except OSError as e:
+            print(f"error: --csv {args.csv}: {e.strerror or e}", file=sys.stderr)
+            return 2
     with pd.option_context("display.max_colwidth", 60, "display.width", 200):
         print(df.drop(columns=["runs"], errors="ignore").to_string(index=False, float_format="%.4f"))
     return 0

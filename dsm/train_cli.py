@@ -5,14 +5,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
+
+import yaml
 
 from dsm.config import RECIPES, TrainConfig, recipe
-
-
-def _yaml_value(text: str) -> object:
-    import yaml
-
-    return yaml.safe_load(text)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,24 +57,37 @@ _FLAGS = (
 )
 
 
+def _load_yaml(path: str) -> TrainConfig:
+    try:
+        return TrainConfig.from_yaml(path)
+    except OSError as e:
+        raise ValueError(f"--config {path}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"--config {path}: not valid YAML ({' '.join(str(e).split())})") from None
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    cfg = TrainConfig.from_yaml(args.config) if args.config else recipe(args.recipe or "default")
+    """The run's config; ValueError naming the flag or file for bad input."""
+    cfg = _load_yaml(args.config) if args.config else recipe(args.recipe or "default")
     if args.recipe and args.config:
         cfg = recipe(args.recipe, **{k: v for k, v in cfg.to_dict().items() if k != "recipe"})
     changes = {k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
-            raise SystemExit(f"error: --set {item!r}: expected KEY=VALUE")
-        changes[key.replace("-", "_")] = _yaml_value(value)
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            changes[key.replace("-", "_")] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ValueError(f"--set {item!r}: VALUE is not valid YAML") from None
     if changes.get("modulator") in ("none", ""):
         changes["modulator"] = None
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     if unknown := set(changes) - names:
-        raise SystemExit(f"error: unknown config keys {sorted(unknown)}")
+        raise ValueError(f"unknown config keys {sorted(unknown)}")
     cfg = cfg.replace(**changes)
     if not cfg.data:
-        raise SystemExit("error: --data DIR is required (a prepared data set)")
+        raise ValueError("--data DIR is required (a prepared data set)")
     if cfg.out == TrainConfig.out:  # not chosen by flag or YAML: name the run after what it trains
         name = f"{cfg.model.replace(':', '-')}-{cfg.modulator or 'none'}-s{cfg.seed}"
         cfg = cfg.replace(out=f"runs/{_dataset_name(cfg.data)}/{name}")
@@ -94,7 +104,11 @@ def _dataset_name(data: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from dsm.data.format import DataError
 
-    cfg = config_from_args(args)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         if args.profile:
             from dsm.throughput import profile

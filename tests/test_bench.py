@@ -2,10 +2,13 @@
 
 import json
 
+import numpy as np
+import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import dsm
+import dsm.bench
 from dsm.bench import BenchConfig, compare, count_macs, latency
 from dsm.cli import main
 
@@ -25,11 +28,22 @@ def test_macs_scale_with_resolution():
     assert count_macs(model, (1, 3, 96, 96)) > 3 * count_macs(model, (1, 3, 48, 48))
 
 
-def test_latency_orders_models_by_cost():
+def test_latency_orders_models_by_cost(monkeypatch):
     small = torch.nn.Conv2d(3, 4, 1)
     big = torch.nn.Sequential(*[torch.nn.Conv2d(64, 64, 3, padding=1) for _ in range(4)])
-    (s_med, s_iqr), (b_med, _) = latency([small, big], [(1, 3, 8, 8), (1, 64, 64, 64)], runs=10, warmup=2)
-    assert 0 < s_med < b_med and s_iqr >= 0
+    (s_med, _), (b_med, _) = latency([small, big], [(1, 3, 8, 8), (1, 64, 64, 64)], runs=10, warmup=2)
+    assert 0 < s_med < b_med
+    # With known per-run times: warm-up runs are discarded, and the result is the median and the
+    # inter-quartile range (q3 - q1, numpy's default linear percentiles) of the timed runs.
+    timed = [[9.0, 1.0, 4.0, 2.0, 7.0, 3.0, 6.0, 8.0], [20.0, 10.0, 30.0, 60.0, 40.0, 50.0, 70.0, 15.0]]
+    warm = [[1000.0, 1000.0], [0.001, 0.001]]  # would shift both statistics if they were counted
+    clocks = [iter(w + t) for w, t in zip(warm, timed, strict=True)]
+    monkeypatch.setattr(dsm.bench, "_timer", lambda fn, device: clocks.pop(0).__next__)
+    result = latency([small, big], [(1, 3, 8, 8), (1, 64, 64, 64)], runs=8, warmup=2)
+    for (med, iqr), t in zip(result, timed, strict=True):
+        q1, q2, q3 = np.percentile(t, [25, 50, 75])
+        assert med == pytest.approx(q2) and iqr == pytest.approx(q3 - q1)
+    assert result == [(pytest.approx(5.0), pytest.approx(4.5)), (pytest.approx(35.0), pytest.approx(33.75))]
 
 
 def test_compare_reports_each_config():
@@ -54,3 +68,37 @@ def test_bench_cli_compare_table(capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "dsm_net[none]@1x48" in out and "dsm_net[dsm]@1x48" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--modulator", "bogus"], "--modulator: unknown modulator(s) bogus; choose from bam, "),
+        (["--compare", "--modulators", "none,bogus"], "--modulators: unknown modulator(s) bogus; choose from bam, "),
+        (["--model", "timm:nosuch"], "--model timm:nosuch: no such timm architecture"),
+        (["--model", "nosuch"], "--model nosuch: unknown; choose from dsm_net or timm:<arch>"),
+        (["--runs", "0", "--warmup", "0"], "--runs must be >= 2 for a median and IQR (got 0)"),
+        (["--runtimes", "--runs", "1"], "--runs must be >= 2 for a median and IQR (got 1)"),
+    ],
+)
+def test_bench_cli_rejects_bad_names_and_runs(capsys, argv, message):
+    assert main(["bench", *argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"dsm bench: {message}") and captured.err.count("\n") == 1
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--compare", "--sizes", "3by112"], "argument --sizes: expected a comma list of CxS such as 3x112,1x48, got"),
+        (["--compare", "--sizes", "3x112,1x0"], "argument --sizes: expected a comma list of CxS"),
+        (["--runtimes", "--batches", "a"], "argument --batches: expected a comma list of positive batch sizes"),
+    ],
+)
+def test_bench_cli_rejects_bad_sizes_and_batches(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", *argv])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith(f"dsm bench: error: {message}") and "Traceback" not in err

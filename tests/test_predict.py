@@ -100,7 +100,15 @@ def test_predictor_on_a_real_face(tmp_path, photo, in_chans, size):
     assert r.score == max(r.probabilities.values())
     annotated = p.annotate(photo, results)
     assert annotated.ndim == 3 and min(annotated.shape[:2]) >= min(photo.shape[:2])
-    assert not np.array_equal(cv2.resize(annotated, photo.shape[1::-1]), photo)
+    blank = p.annotate(photo, [])  # the same (enlarged) image with nothing drawn
+    assert blank.shape == annotated.shape
+    changed = (annotated != blank).any(axis=2)
+    scale = annotated.shape[0] / photo.shape[0]
+    x, y, w, h = (round(v * scale) for v in r.box)
+    assert changed[y, x + w // 2] and changed[y + h, x + w // 2]  # the box's top and bottom edges
+    assert changed[y + h // 2, x] and changed[y + h // 2, x + w]  # its left and right edges
+    assert not changed[y + h // 2, x + w // 2]  # the face itself stays visible
+    assert not changed[:, : x - 4].any() and not changed[annotated.shape[0] // 2 :].any()  # far from the face
 
 
 def test_predictor_takes_arrays_and_gray_images(ckpt, photo):

@@ -241,6 +241,22 @@ def test_evaluate_reproduces_the_run_record_and_crosses_data_sets(toy, tmp_path)
     assert not torch.allclose(single, ten) and torch.allclose(ten.sum(1), torch.ones(8))  # the views are used
 
 
+def test_evaluate_rebuilds_a_protocol_split_with_the_checkpoints_own_settings(toy, tmp_path):
+    """A paper-random run 3, seed 2 model is scored on its own test split, not on run 1, seed 0's."""
+    from dsm.data.protocols import make_splits
+
+    cfg = _cfg(toy, tmp_path / "r", epochs=1, protocol="paper-random", run_index=3, seed=2)
+    run = train(cfg, show_progress=False)
+    own = make_splits(toy, "paper-random", run_index=3, seed=2)
+    assert set(make_splits(toy, "paper-random").test) & set(own.train)  # the default split would leak
+    m = evaluate(tmp_path / "r" / "best", toy, split="test", protocol="paper-random")
+    assert m["split_options"] == {"run_index": 3, "fold": None, "val_fraction": 0.1, "seed": 2}
+    assert m["n"] == len(own.test) and m["accuracy"] == pytest.approx(run["test_metrics"]["accuracy"])
+    assert m["confusion_matrix"] == run["test_metrics"]["confusion_matrix"]
+    other = evaluate(tmp_path / "r" / "best", toy, split="test", protocol="paper-random", run_index=1)
+    assert other["split_options"]["run_index"] == 1 and other["split_options"]["seed"] == 2
+
+
 def test_cli_train_evaluate_summarize(toy, tmp_path, capsys):
     out = tmp_path / "cli"
     argv = [

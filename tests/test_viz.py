@@ -6,7 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from matplotlib.collections import PathCollection, QuadMesh
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 import dsm
 from dsm import viz
@@ -117,23 +120,94 @@ def test_results_table_formats_mean_std_and_names_run_records():
     assert viz.results_table(pd.DataFrame()).empty
 
 
-def test_metric_plots():
-    cm = [[5, 1, 0], [2, 3, 1], [0, 0, 4]]
-    assert isinstance(viz.plot_confusion(cm, CLASSES), Figure)
-    assert isinstance(viz.plot_confusion(cm, CLASSES, normalize=False), Figure)
-    frame = pd.DataFrame({"epoch": [1, 2], "train_loss": [2.0, 1.5], "val_loss": [2.1, 1.9], "val_acc": [0.3, 0.4]})
-    assert isinstance(viz.plot_curves({"dsm": frame, "cbam": frame}), Figure)
-    metrics = {"classes": CLASSES, "per_class_recall": dict.fromkeys(CLASSES, 0.5), "confusion_matrix": cm}
+CM = [[5, 1, 0], [2, 3, 1], [0, 0, 4]]
+
+
+def _heatmap(fig):
+    """(cell values, annotation texts) of a seaborn heat map figure."""
+    ax = fig.axes[0]
+    [mesh] = [c for c in ax.collections if isinstance(c, QuadMesh)]
+    return np.asarray(mesh.get_array()).reshape(len(CLASSES), len(CLASSES)), [t.get_text() for t in ax.texts]
+
+
+def test_plot_confusion_normalizes_rows_by_default():
+    norm, norm_text = _heatmap(viz.plot_confusion(CM, CLASSES))
+    raw, raw_text = _heatmap(viz.plot_confusion(CM, CLASSES, normalize=False))
+    np.testing.assert_array_equal(raw, CM)
+    assert raw_text == [str(v) for row in CM for v in row]
+    expected = np.asarray(CM) / np.asarray(CM).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(norm, expected)
+    np.testing.assert_allclose(norm.sum(axis=1), 1.0)
+    assert norm_text == [f"{v:.2f}" for v in expected.flat]  # "0.83", "0.17", "0.00", ...
+    ax = viz.plot_confusion(CM, CLASSES).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == CLASSES
+    assert [t.get_text() for t in ax.get_yticklabels()] == CLASSES
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("predicted", "true")
+    # an empty row (a class absent from the split) stays zero instead of dividing by zero
+    empty, _ = _heatmap(viz.plot_confusion([[2, 2, 0], [0, 0, 0], [0, 1, 3]], CLASSES))
+    np.testing.assert_allclose(empty, [[0.5, 0.5, 0.0], [0.0, 0.0, 0.0], [0.0, 0.25, 0.75]])
+
+
+def test_plot_curves_draws_each_run_in_each_panel():
+    a = pd.DataFrame({"epoch": [1, 2], "train_loss": [2.0, 1.5], "val_loss": [2.1, 1.9], "val_acc": [0.3, 0.4]})
+    b = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [1.8, 1.2, 1.0], "val_loss": [1.7, 1.6, 1.65]})
+    fig = viz.plot_curves({"dsm": a, "cbam": b})
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes] == ["training loss", "validation loss", "validation accuracy"]
+    for ax, col in zip(axes, ["train_loss", "val_loss", "val_acc"], strict=True):
+        lines = {line.get_label(): line.get_xydata() for line in ax.lines}
+        frames = {label: df for label, df in {"dsm": a, "cbam": b}.items() if col in df}
+        assert set(lines) == set(frames)  # b has no val_acc: no line for it there
+        for label, df in frames.items():
+            np.testing.assert_array_equal(lines[label], df[["epoch", col]].to_numpy(float))
+    assert [t.get_text() for t in axes[-1].get_legend().get_texts()] == ["dsm"]
+    # a single frame is one run called "run"
+    [line] = viz.plot_curves(a).axes[0].lines
+    assert line.get_label() == "run"
+    np.testing.assert_array_equal(line.get_ydata(), a["train_loss"])
+
+
+def test_plot_accuracy_latency_places_each_point():
+    points = pd.DataFrame(
+        {"label": ["dsm", "none", "cbam"], "modulator": ["dsm", "none", "cbam"], "latency_ms": [1.0, 0.8, 1.3],
+         "accuracy": [0.6, 0.5, 0.55], "accuracy_std": [0.01, np.nan, 0.02], "macs": [1e6, 9e5, 1.2e6]}
+    )  # fmt: skip
+    ax = viz.plot_accuracy_latency(points).axes[0]
+    others, dsm_points = [c for c in ax.collections if isinstance(c, PathCollection)]
+    np.testing.assert_allclose(np.asarray(others.get_offsets()), [[0.8, 50.0], [1.3, 55.0]])
+    np.testing.assert_allclose(np.asarray(dsm_points.get_offsets()), [[1.0, 60.0]])
+    assert tuple(dsm_points.get_facecolor()[0][:3]) == pytest.approx(to_rgb("tab:red"))
+    # marker area grows with MACs: smallest 40, largest 300
+    np.testing.assert_allclose(others.get_sizes(), [40.0, 300.0])
+    labels = {t.get_text(): t.xy for t in ax.texts}
+    assert labels == {
+        "dsm": pytest.approx((1.0, 60.0)),
+        "none": pytest.approx((0.8, 50.0)),
+        "cbam": pytest.approx((1.3, 55.0)),
+    }
+    # an empty frame (no finished runs yet): labelled axes, no points, no labels
+    ax = viz.plot_accuracy_latency(points.iloc[:0]).axes[0]
+    assert len(ax.collections) == 0 and len(ax.texts) == 0
+    assert ax.get_xlabel() == "CPU latency, batch 1, median (ms)"
+
+
+def test_dsm_diagram_draws_the_module():
+    ax = viz.dsm_diagram().axes[0]
+    texts = {t.get_text(): t.get_position() for t in ax.texts}
+    stages = ["X\nC×H×W", "g: ", "D: spatial", "h: 3×3 conv", "σ", "⊗", "Y\nC×H×W"]
+    found = [next(pos for text, pos in texts.items() if text.startswith(s)) for s in stages]
+    xs = [x for x, _ in found]
+    assert xs == sorted(xs)  # left to right: X -> g -> D -> h -> sigmoid -> product -> Y
+    assert any(text.startswith("Y = X ⊙ σ(h(D(g(X))))") for text in texts)
+    assert sum(isinstance(p, FancyBboxPatch) for p in ax.patches) == 4  # g, D, h, sigma
+    assert sum(isinstance(p, FancyArrowPatch) for p in ax.patches) == 7
+
+
+def test_per_class_tables():
+    metrics = {"classes": CLASSES, "per_class_recall": dict.fromkeys(CLASSES, 0.5), "confusion_matrix": CM}
     run = {"test_metrics": metrics}
     assert viz.per_class_compare({"dsm": run}).shape == (3, 1)
     assert list(viz.per_class_table(run["test_metrics"])["test images"]) == [6, 6, 4]
-    points = pd.DataFrame(
-        {"label": ["dsm", "none"], "modulator": ["dsm", "none"], "latency_ms": [1.0, 0.8],
-         "accuracy": [0.6, 0.5], "accuracy_std": [0.01, np.nan], "macs": [1e6, 9e5]}
-    )  # fmt: skip
-    assert isinstance(viz.plot_accuracy_latency(points), Figure)
-    assert isinstance(viz.plot_accuracy_latency(points.iloc[:0]), Figure)
-    assert isinstance(viz.dsm_diagram(), Figure)
 
 
 def test_bench_table():

@@ -94,9 +94,12 @@ def haar_available() -> bool:
 def crop_face(
     img: np.ndarray, size: int, fallback_fraction: float = 0.7, margin: float = 1.2
 ) -> tuple[np.ndarray, str]:
-    """Crop the largest detected face (box enlarged by ``margin``) and resize; returns (crop, method).
+    """Crop the best-supported detected face (box enlarged by ``margin``) and resize; returns (crop, method).
 
-    method is "haar" or "centre" (no face found).
+    Of several detections this takes the first from ``FaceDetector.detect``: the one backed by the
+    most raw cascade windows (ties go to the larger box), not necessarily the largest face.
+    method is "haar" or "centre" (no face found: a centre square of ``fallback_fraction`` of the
+    shorter side).
     """
     faces = _detector().detect(img)  # ranked by detection support: the first is the most certain face
     if faces:

@@ -1,0 +1,97 @@
+"""Bad input to ``dsm runs``, ``dsm train`` and ``dsm reproduce``: one line naming the file or flag, exit 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dsm.cli import main
+from dsm.config import TrainConfig
+from dsm.runs import METRICS, RunRecord
+
+
+def finished_run(run_dir: Path, drop: tuple[str, ...] = (), **changes: object) -> Path:
+    """A run directory holding a finished run record, with top-level ``changes`` applied and ``drop`` left out."""
+    run_dir.mkdir(parents=True)
+    record = RunRecord(
+        config=TrainConfig().to_dict(),
+        data={"dataset": "toy", "manifest_hash": "abc"},
+        git_commit=None,
+        versions={},
+        device="cpu",
+        started="2024-01-01T00:00:00",
+        status="finished",
+        best_epoch=1,
+        val_metrics={m: 0.5 for m in METRICS},
+    ).to_dict()
+    record.update(changes)
+    (run_dir / "run.json").write_text(json.dumps({k: v for k, v in record.items() if k not in drop}))
+    return run_dir
+
+
+def test_runs_summarizes_a_complete_record(tmp_path, capsys):
+    run = finished_run(tmp_path / "run")
+    assert main(["runs", "summarize", str(run), "--csv", str(tmp_path / "t.csv")]) == 0
+    assert "toy" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "t.csv"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize(
+    ("changes", "missing"),
+    [
+        ("{}", "status"),
+        ('{"status": "finished"}', "config"),
+        ({"drop": ("data",)}, "data"),
+        ({"config": {"model": "dsm_net"}}, "config.modulator"),
+        ({"val_metrics": {"accuracy": 0.5}}, "val_metrics.balanced_accuracy"),
+        ({"drop": ("epochs",)}, "epochs"),
+    ],
+)
+def test_runs_names_the_missing_key(tmp_path, capsys, changes, missing):
+    """``changes``: to a finished record (see ``finished_run``), or the whole text of run.json."""
+    run = finished_run(tmp_path / "run", **(changes if isinstance(changes, dict) else {}))
+    if isinstance(changes, str):
+        (run / "run.json").write_text(changes)
+    assert main(["runs", "list", str(run)]) == 2
+    assert capsys.readouterr().err == f"error: {run / 'run.json'}: missing {missing}\n"
+
+
+def test_runs_unwritable_csv_is_one_line(tmp_path, capsys):
+    run = finished_run(tmp_path / "run")
+    csv = tmp_path / "no-such-dir" / "t.csv"
+    assert main(["runs", "summarize", str(run), "--csv", str(csv)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --csv {csv}: ") and err.count("\n") == 1 and "no-such-dir" in err
+    assert not (tmp_path / "no-such-dir").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("epochs: 1\nfoo: 2\n", "unknown config keys: ['foo']"),
+        ("epochs: [1,\n", "not valid YAML"),
+        (None, "No such file or directory"),
+    ],
+)
+def test_train_bad_config_file_is_one_line(tmp_path, capsys, text, problem):
+    config = tmp_path / "bad.yaml"
+    if text is not None:
+        config.write_text(text)
+    assert main(["train", "--config", str(config), "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert str(config) in err and problem in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_reproduce_data_dir_needs_name_equals_dir(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["reproduce", "--data-dir", "fer2013"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == (
+        "dsm reproduce: error: argument --data-dir: expected NAME=DIR, e.g. fer2013=/data/fer2013, got 'fer2013'"
+    )
+    assert "Traceback" not in err
