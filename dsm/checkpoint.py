@@ -64,6 +64,8 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         info = json.loads(js_path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{js_path}: not valid JSON ({e})") from e
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{js_path}: not a checkpoint description (a JSON {type(info).__name__}, not an object)")
     try:
         from safetensors import safe_open
 
@@ -81,21 +83,38 @@ def model_state(tensors: dict[str, torch.Tensor], prefix: str = "model.") -> dic
     return {k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def build_model(info: dict[str, Any]) -> nn.Module:
-    """The untrained model a checkpoint's JSON describes."""
+def build_model(info: dict[str, Any], where: str | Path | None = None) -> nn.Module:
+    """The untrained model a checkpoint's JSON describes; ``where`` (the JSON's path) names it in errors."""
+    name = where or f"checkpoint {info.get('id', '?')}"
     spec = info.get("model")
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise CheckpointError(f"checkpoint {info.get('id', '?')}: no 'model' entry to build the network from")
-    return create_model(spec["name"], **spec.get("kwargs", {}))
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise CheckpointError(f"{name}: no 'model' entry to build the network from")
+    kwargs = spec.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(f"{name}: 'model.kwargs' is not an object")
+    try:
+        return create_model(spec["name"], **kwargs)
+    except (TypeError, ValueError, RuntimeError) as e:  # unknown name or arguments: a foreign checkpoint
+        raise CheckpointError(f"{name}: cannot build model {spec['name']!r} ({' '.join(str(e).split())})") from None
+
+
+def _check_deployable(info: dict[str, Any], js_path: Path) -> None:
+    """What predict, evaluate and export read besides the model: class names and input size/channels."""
+    classes, inp = info.get("classes"), info.get("input")
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise CheckpointError(f"{js_path}: 'classes' must be a non-empty list of class names")
+    if not (isinstance(inp, dict) and all(isinstance(inp.get(k), int) and inp[k] > 0 for k in ("size", "channels"))):
+        raise CheckpointError(f'{js_path}: \'input\' must be {{"size": S, "channels": C}} with positive integers')
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """(eval-mode model with its weights, info) from a checkpoint."""
     tensors, info = load_checkpoint(path)
-    model = build_model(info)
+    st_path, js_path = checkpoint_paths(path)
+    _check_deployable(info, js_path)
+    model = build_model(info, js_path)
     missing, unexpected = model.load_state_dict(model_state(tensors), strict=False)
     if missing or unexpected:
-        st_path, _ = checkpoint_paths(path)
         raise CheckpointError(
             f"{st_path}: weights do not fit the model (missing {missing[:3]}, extra {unexpected[:3]})"
         )

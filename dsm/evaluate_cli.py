@@ -28,7 +28,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dsm.evaluate import evaluate
+    from dsm.train import pick_device
 
+    try:
+        pick_device(args.device)
+    except RuntimeError as e:
+        raise SystemExit(f"error: --device {args.device}: {' '.join(str(e).split())}") from None
     try:
         metrics = evaluate(
             args.checkpoint,

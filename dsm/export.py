@@ -8,12 +8,16 @@ Exporter: the TorchScript-based one by default. It writes exactly the requested 
 and takes a fraction of a second; torch 2.14's torch.export-based ("dynamo") exporter
 also handles every registered modulator, but cannot convert this graph down to opset 17
 (it logs a converter traceback and writes opset 18). ``exporter="dynamo"`` selects it,
-and it is the fallback should the TorchScript exporter fail or disappear.
+and it is the fallback should the TorchScript exporter fail or disappear. Either way a file
+whose opset is not the one asked for is an ``ExportError``, and nothing is left at the target;
+the written file is always one self-contained ``.onnx`` (no ``.onnx.data`` beside it).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +36,10 @@ from dsm.reparam import reparameterize
 INPUT, OUTPUT = "input", "logits"
 
 
+class ExportError(ValueError):
+    """The exporter could not write what was asked (e.g. another opset); nothing is left at the target."""
+
+
 def export_model(
     model: nn.Module,
     path: str | Path,
@@ -48,24 +56,29 @@ def export_model(
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval().cpu()
     x = torch.zeros(*input_shape)
-    if exporter == "torchscript":
-        try:
-            _export_torchscript(model, x, path, opset, dynamic_batch)
-        except Exception as e:  # noqa: BLE001  (any exporter failure: try the other one)
-            warnings.warn(f"TorchScript ONNX export failed ({e}); using the dynamo exporter", stacklevel=2)
-            exporter = "dynamo"
-    if exporter == "dynamo":
-        _export_dynamo(model, x, path, opset, dynamic_batch)
-    proto = onnx.load(str(path))
-    written = opset_of(proto)
-    if written != opset:
-        warnings.warn(f"{path}: the {exporter} exporter wrote opset {written}, not {opset}", stacklevel=2)
-    for key, value in (metadata or {}).items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, json.dumps(value)
-    proto.producer_name, proto.producer_version = "dsm", dsm.__version__
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+    # exporters write beside their target (dynamo adds NAME.data): work in a scratch folder, move one file at the end
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as scratch:
+        raw, final = Path(scratch) / "raw.onnx", Path(scratch) / "final.onnx"
+        failed = ""
+        if exporter == "torchscript":
+            try:
+                _export_torchscript(model, x, raw, opset, dynamic_batch)
+            except Exception as e:  # noqa: BLE001  (any exporter failure: try the other one)
+                failed = f"the TorchScript exporter failed ({' '.join(str(e).split())[:200]}); "
+                warnings.warn(f"{failed}using the dynamo exporter", stacklevel=2)
+                exporter = "dynamo"
+        if exporter == "dynamo":
+            _export_dynamo(model, x, raw, opset, dynamic_batch)
+        proto = onnx.load(str(raw))  # with any external data folded in: the result is one self-contained file
+        if (written := opset_of(proto)) != opset:
+            raise ExportError(f"{path}: {failed}the {exporter} exporter wrote opset {written}, not {opset}")
+        for key, value in (metadata or {}).items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, json.dumps(value)
+        proto.producer_name, proto.producer_version = "dsm", dsm.__version__
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(final))
+        os.replace(final, path)
     return path
 
 

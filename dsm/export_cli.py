@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from dsm.checkpoint import CheckpointError, load_model
-from dsm.export import export_checkpoint, max_abs_error, opset_of, read_metadata
+from dsm.export import ExportError, export_checkpoint, max_abs_error, opset_of, read_metadata
 from dsm.reparam import reparameterize
 
 
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     batch = 1 if dynamic else int(args.batch)
     try:
         path = export_checkpoint(args.checkpoint, args.onnx, args.opset, dynamic, batch, args.exporter)
-    except CheckpointError as e:
+    except (CheckpointError, ExportError) as e:
         print(f"dsm export: {e}", file=sys.stderr)
         return 2
     meta = read_metadata(path)
@@ -40,6 +40,9 @@ def run(args: argparse.Namespace) -> int:
             err = max_abs_error(path, fused, (b, inp["channels"], inp["size"], inp["size"]))
             print(f"onnxruntime vs PyTorch, batch {b}: max |logit difference| = {err:.2e}")
             if err > 1e-4:
-                print(f"dsm export: {path}: outputs differ from PyTorch by {err:.2e} (> 1e-4)", file=sys.stderr)
+                path.unlink()  # a model that does not compute what the checkpoint does is not left behind
+                print(
+                    f"dsm export: {path}: outputs differ from PyTorch by {err:.2e} (> 1e-4); removed", file=sys.stderr
+                )
                 return 1
     return 0

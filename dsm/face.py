@@ -287,7 +287,8 @@ class FaceDetector:
         h, w = gray.shape
         scale = min(1.0, self.max_side / max(h, w))
         if scale < 1.0:
-            gray = cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))  # a 2 x 3000 strip keeps 1 px
+            gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
         gray = cv2.equalizeHist(gray)
         min_size = int(self.min_face * min(gray.shape))
         if self._cv is not None:

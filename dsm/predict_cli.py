@@ -32,6 +32,7 @@ from dsm.predict import (
     video_frames,
     video_info,
 )
+from dsm.train import pick_device
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -66,6 +67,8 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Input], list[tuple[str, str]]
         path = Path(raw)
         if path.is_dir():
             files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+            if not files:
+                errors.append((raw, f"{raw}: no images ({', '.join(sorted(IMAGE_EXTS))}) in this folder"))
             items += [Input(f, "image", Path(path.resolve().name) / f.relative_to(path)) for f in files]
         elif path.is_file():
             kind = "video" if path.suffix.lower() in VIDEO_EXTS else "image"
@@ -192,6 +195,20 @@ def run(args: argparse.Namespace) -> int:
     if args.max_side < 48:
         print("dsm predict: --max-side must be >= 48", file=sys.stderr)
         return 2
+    if not -0.5 < args.pad <= 2:
+        print(
+            f"dsm predict: --pad must be in (-0.5, 2] (a fraction of the face box per side), got {args.pad}",
+            file=sys.stderr,
+        )
+        return 2
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        print(f"dsm predict: --out {args.out}: exists and is not a folder", file=sys.stderr)
+        return 2
+    try:
+        pick_device(args.device)
+    except RuntimeError as e:
+        print(f"dsm predict: --device {args.device}: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
     try:
         detector = FaceDetector(min_neighbors=args.min_neighbors, min_face=args.min_face, max_side=args.max_side)
         pred = Predictor(args.checkpoint, args.device, detector, pad=args.pad)
@@ -211,9 +228,9 @@ def run(args: argparse.Namespace) -> int:
                     predict_video(pred, item, out, args.every_n_frames)
                 else:
                     predict_image(pred, item, out)
-            except (ImageReadError, OSError) as e:
+            except (ImageReadError, OSError, cv2.error) as e:  # one bad input does not stop the others
                 failed = True
-                msg = str(e) if isinstance(e, ImageReadError) else f"{item.path}: {e}"
+                msg = str(e) if isinstance(e, ImageReadError) else f"{item.path}: {' '.join(str(e).split())}"
                 print(f"dsm predict: {msg}", file=sys.stderr)
                 out.record({"file": str(item.path), "error": msg})
     finally:

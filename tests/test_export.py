@@ -81,6 +81,7 @@ def test_dynamo_exporter(tmp_path, monkeypatch):
     fused = dsm.reparameterize(dsm.create_model("dsm_net", in_chans=1))
     path = export_model(fused, tmp_path / "m.onnx", (1, 1, 48, 48), opset=18, exporter="dynamo")
     assert len(calls) == 1  # the option reached the dynamo exporter
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # self-contained: no m.onnx.data, no scratch
     x = torch.randn(2, 1, 48, 48)
     with torch.inference_mode():
         np.testing.assert_allclose(ort_logits(path, x), fused(x).numpy(), atol=1e-4)
@@ -91,6 +92,25 @@ def test_export_cli(gray_ckpt, tmp_path, capsys):
     assert main(["export", "--checkpoint", str(gray_ckpt), "--onnx", str(out)]) == 0
     text = capsys.readouterr().out
     assert out.is_file() and "batch 4" in text and "opset 17" in text
+
+
+def test_export_cli_refuses_an_opset_it_cannot_write(gray_ckpt, tmp_path, capsys):
+    """Opset 99 fails in TorchScript, the dynamo fallback writes 18: an error, and no file is left."""
+    out = tmp_path / "o.onnx"
+    with pytest.warns(UserWarning, match="TorchScript exporter failed"):
+        assert main(["export", "--checkpoint", str(gray_ckpt), "--onnx", str(out), "--opset", "99"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"dsm export: {out}:") and "wrote opset 18, not 99" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_cli_removes_a_model_that_fails_the_check(gray_ckpt, tmp_path, capsys, monkeypatch):
+    import dsm.export_cli
+
+    monkeypatch.setattr(dsm.export_cli, "max_abs_error", lambda *a: 0.5)
+    out = tmp_path / "bad.onnx"
+    assert main(["export", "--checkpoint", str(gray_ckpt), "--onnx", str(out)]) == 1
+    assert "differ from PyTorch by 5.00e-01" in capsys.readouterr().err and not out.exists()
 
 
 def test_export_cli_missing_checkpoint(tmp_path, capsys):

@@ -219,3 +219,35 @@ def test_cli_reports_an_annotated_copy_it_could_not_write(ckpt, tmp_path, capsys
     monkeypatch.setattr(cv2, "imwrite", lambda *args: False)  # what OpenCV returns on a full disk or bad path
     rc, _, stderr = run_cli(capsys, PHOTO, "--checkpoint", ckpt, "--out", tmp_path / "out")
     assert rc == 1 and f"{PHOTO}: could not write the annotated copy" in stderr
+
+
+def test_cli_strip_image_and_empty_folder_do_not_stop_the_others(ckpt, tmp_path, capsys):
+    """A 2 x 3000 px strip shrinks to 1 px wide for detection; an empty folder is an error line."""
+    strip, empty = tmp_path / "strip.png", tmp_path / "empty"
+    cv2.imwrite(str(strip), np.full((3000, 2, 3), 100, np.uint8))
+    empty.mkdir()
+    rc, stdout, stderr = run_cli(capsys, strip, empty, PHOTO, "--checkpoint", ckpt, "--json")
+    lines = [json.loads(line) for line in stdout.splitlines()]
+    assert rc == 1 and lines[0] == {
+        "file": str(empty),
+        "error": f"{empty}: no images ({', '.join(sorted(dsm.predict.IMAGE_EXTS))}) in this folder",
+    }
+    assert lines[1] == {"file": str(strip), "frame": None, "faces": 0}
+    assert lines[2]["file"] == str(PHOTO) and in_face_region(lines[2]["box"])
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--pad", "-0.6"], "--pad must be in (-0.5, 2]"),
+        (["--device", "bogus"], "--device bogus: "),
+        (["--out", "{file}"], "exists and is not a folder"),
+    ],
+)
+def test_cli_bad_options_are_one_line_errors(ckpt, tmp_path, capsys, flags, message):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    rc, stdout, stderr = run_cli(capsys, PHOTO, "--checkpoint", ckpt, *[f.format(file=afile) for f in flags])
+    assert rc == 2 and stdout == "" and len(stderr.strip().splitlines()) == 1 and message in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

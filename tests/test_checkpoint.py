@@ -1,0 +1,65 @@
+"""Checkpoint pairs: a foreign or malformed description is a CheckpointError naming the JSON file."""
+
+import json
+
+import pytest
+from fixtures_models import random_checkpoint
+
+from dsm.checkpoint import CheckpointError, load_checkpoint, load_model
+from dsm.cli import main
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    return random_checkpoint(tmp_path_factory.mktemp("ckpt") / "m")
+
+
+def _edited(good, tmp_path, edit):
+    """A copy of ``good`` whose JSON is ``edit(info)`` (the id kept, so the pair still matches)."""
+    _, info = load_checkpoint(good)
+    out = tmp_path / "edited"
+    out.with_suffix(".safetensors").write_bytes(good.with_suffix(".safetensors").read_bytes())
+    out.with_suffix(".json").write_text(json.dumps(edit(info)))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda i: [i], "not a checkpoint description (a JSON list"),
+        (lambda i: {**i, "model": {"name": "nosuchnet", "kwargs": {}}}, "cannot build model 'nosuchnet'"),
+        (lambda i: {**i, "model": {**i["model"], "kwargs": {**i["model"]["kwargs"], "bogus": 1}}}, "cannot build"),
+        (lambda i: {**i, "model": {"name": "dsm_net", "kwargs": [1]}}, "'model.kwargs' is not an object"),
+        (lambda i: {k: v for k, v in i.items() if k != "model"}, "no 'model' entry"),
+        (lambda i: {k: v for k, v in i.items() if k != "classes"}, "'classes' must be a non-empty list"),
+        (lambda i: {**i, "input": {"size": "48", "channels": 1}}, "'input' must be"),
+    ],
+)
+def test_foreign_checkpoint_descriptions_are_named(good, tmp_path, edit, message):
+    bad = _edited(good, tmp_path, edit)
+    with pytest.raises(CheckpointError, match="edited.json: ") as e:
+        load_model(bad)
+    assert message in str(e.value)
+
+
+def test_the_good_checkpoint_loads(good):
+    model, info = load_model(good)
+    assert info["classes"][0] == "neutral" and not model.training
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export", "predict"])
+def test_clis_report_a_foreign_checkpoint_in_one_line(good, tmp_path, capsys, command):
+    bad = _edited(good, tmp_path, lambda i: {**i, "model": {"name": "nosuchnet", "kwargs": {}}})
+    argv = {
+        "evaluate": ["evaluate", "--checkpoint", str(bad), "--data", str(tmp_path)],
+        "export": ["export", "--checkpoint", str(bad), "--onnx", str(tmp_path / "x.onnx")],
+        "predict": ["predict", str(tmp_path), "--checkpoint", str(bad)],
+    }[command]
+    try:
+        rc = main(argv)
+    except SystemExit as e:  # evaluate reports through SystemExit(message)
+        rc, err = 2, str(e)
+    else:
+        err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "edited.json: cannot build model 'nosuchnet'" in err
+    assert not (tmp_path / "x.onnx").exists()
