@@ -26,7 +26,10 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from fvcore.nn import FlopCountAnalysis
+
+with warnings.catch_warnings():  # fvcore scripts a helper with torch.jit at import: a FutureWarning on every command
+    warnings.simplefilter("ignore", FutureWarning)
+    from fvcore.nn import FlopCountAnalysis
 
 from dsm.registry import create_model
 from dsm.reparam import reparameterize

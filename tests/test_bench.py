@@ -1,6 +1,8 @@
 """Complexity and latency measurement."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -102,3 +104,9 @@ def test_bench_cli_rejects_bad_sizes_and_batches(capsys, argv, message):
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert err.splitlines()[-1].startswith(f"dsm bench: error: {message}") and "Traceback" not in err
+
+
+def test_importing_bench_prints_no_warning():
+    """fvcore's import-time torch.jit FutureWarning would make every `dsm bench` error two lines longer."""
+    done = subprocess.run([sys.executable, "-W", "default", "-c", "import dsm.bench"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr == ""
