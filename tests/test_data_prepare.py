@@ -30,7 +30,7 @@ from fixtures_data import (
 )
 
 from dsm.data import prepare_dataset
-from dsm.data.format import CANONICAL_CLASSES, load_prepared, manifest_hash
+from dsm.data.format import CANONICAL_CLASSES, DataError, load_prepared, manifest_hash
 from dsm.data.sources import DirSource
 
 SEVEN = ["neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger"]
@@ -69,6 +69,8 @@ def test_fer2013_csv(tmp_path, monkeypatch):
 
     csv = fer2013_csv(tmp_path / "fer2013.csv")
     monkeypatch.setattr(fer, "OFFICIAL_COUNTS", {"train": 7, "val": 7, "test": 7})
+    one_each = {s: dict.fromkeys(fer.CLASSES, 1) for s in ("train", "val", "test")}
+    monkeypatch.setattr(fer, "OFFICIAL_CLASS_COUNTS", one_each)
     prepare_dataset("fer2013", csv, tmp_path / "out", progress=False)  # no warning: counts match
     data = load_prepared(tmp_path / "out")
     check_manifest(data, "fer2013", 21, {"train": 7, "val": 7, "test": 7}, SEVEN)
@@ -80,6 +82,22 @@ def test_fer2013_csv(tmp_path, monkeypatch):
     from fixtures_data import image
 
     np.testing.assert_array_equal(data.images[0], image((48, 48), 0))  # pixels round-trip exactly
+
+
+def test_fer2013_swapped_classes_with_the_right_split_totals_are_refused(tmp_path, monkeypatch):
+    import dsm.data.fer2013 as fer
+
+    csv = fer2013_csv(tmp_path / "fer2013.csv")
+    monkeypatch.setattr(fer, "OFFICIAL_COUNTS", {"train": 7, "val": 7, "test": 7})
+    swapped = {s: dict.fromkeys(fer.CLASSES, 1) for s in ("train", "val", "test")}
+    swapped["val"] |= {"anger": 2, "disgust": 0}  # the val totals still match
+    monkeypatch.setattr(fer, "OFFICIAL_CLASS_COUNTS", swapped)
+    with pytest.raises(DataError, match=r"fer2013.csv: val class counts .*'anger': 1.* differ from the official"):
+        prepare_dataset("fer2013", csv, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    with pytest.warns(UserWarning, match="val class counts"):
+        prepare_dataset("fer2013", csv, tmp_path / "out", allow_mismatch=True, progress=False)
+    assert load_prepared(tmp_path / "out").manifest["count_mismatch"]["official"]["val"]["anger"] == 2
 
 
 @pytest.mark.parametrize("packaging", ["zip", "dir"])

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from fixtures_models import random_checkpoint
 
 from dsm.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from dsm.cli import main
 from dsm.release import choose, release
-from tests.fixtures_models import random_checkpoint
 
 
 def fake_run(

@@ -56,28 +56,52 @@ def split_counts(records: Sequence[Record]) -> dict[str, int]:
 
 
 def check_counts(
-    records: Sequence[Record], official: dict[str, int] | None, allow_mismatch: bool, where: str
+    records: Sequence[Record],
+    official: dict[str, int] | None,
+    allow_mismatch: bool,
+    where: str,
+    official_classes: dict[str, dict[str, int]] | None = None,
 ) -> dict | None:
-    """Compare per-split counts with the official ones: DataError, or a warning with --allow-mismatch.
+    """Compare per-split (and, given ``official_classes``, per-split per-class) counts with the official
+    ones: DataError, or a warning with --allow-mismatch.
 
     Returns None when they agree (or there is nothing to compare), else {"found", "official"}
-    for the manifest.
+    for the manifest. The class check catches a re-packaging with swapped class folders, whose
+    split totals are still right.
     """
     if official is None:
         return None
     found = split_counts(records)
     official = {s: official.get(s, 0) for s in SPLITS}
-    if found == official:
-        return None
 
     def fmt(c: dict[str, int]) -> str:
         return " ".join(f"{s}={c[s]}" for s in SPLITS)
 
-    msg = f"{where}: per-split counts {fmt(found)} differ from the official {fmt(official)}"
+    if found != official:
+        msg = f"{where}: per-split counts {fmt(found)} differ from the official {fmt(official)}"
+        mismatch = {"found": found, "official": official}
+    elif official_classes is not None and (bad := _class_mismatch(records, official_classes)):
+        split, got, want = bad
+        msg = f"{where}: {split} class counts {got} differ from the official {want} (classes swapped?)"
+        mismatch = {"found": {split: got}, "official": {split: want}}
+    else:
+        return None
     if not allow_mismatch:
         raise DataError(f"{msg} (pass --allow-mismatch to prepare anyway)")
     warnings.warn(msg, stacklevel=3)
-    return {"found": found, "official": official}
+    return mismatch
+
+
+def _class_mismatch(
+    records: Sequence[Record], official: dict[str, dict[str, int]]
+) -> tuple[str, dict[str, int], dict[str, int]] | None:
+    """The first split whose per-class counts differ from ``official``: (split, found, official)."""
+    counts = Counter((r.split, r.label) for r in records)
+    for split, want in official.items():
+        got = {c: counts.get((split, c), 0) for c in sorted(want)}
+        if got != dict(sorted(want.items())):
+            return split, got, dict(sorted(want.items()))
+    return None
 
 
 def subject_folds(subjects: Sequence[str], k: int = 10) -> dict[str, int]:
@@ -123,6 +147,7 @@ def write_records(
     source: str | Path | None,
     source_sha256: str | None,
     official_counts: dict[str, int] | None = None,
+    official_class_counts: dict[str, dict[str, int]] | None = None,
     allow_mismatch: bool = False,
     overwrite: bool = False,
     version: str = "1",
@@ -137,7 +162,7 @@ def write_records(
     unknown = {r.label for r in records} - set(classes)
     if unknown:  # a preparer bug, not bad input: labels are mapped before this point
         raise ValueError(f"labels {sorted(unknown)} not in the classes {classes} of {dataset}")
-    mismatch = check_counts(records, official_counts, allow_mismatch, str(source))
+    mismatch = check_counts(records, official_counts, allow_mismatch, str(source), official_class_counts)
     extra = {"official_counts": official_counts, "count_mismatch": mismatch, **(extra or {})}
     with PreparedWriter(
         out, len(records), image_shape, dataset, classes, source, source_sha256, version, overwrite, extra

@@ -69,7 +69,8 @@ def prepare(
             layout = "icml-csv"
         return write_records(
             records, load, out, dataset=NAME, classes=CLASSES, image_shape=(SIZE, SIZE), source=src.path,
-            source_sha256=src.checksum(), official_counts=OFFICIAL_COUNTS, allow_mismatch=allow_mismatch,
+            source_sha256=src.checksum(), official_counts=OFFICIAL_COUNTS, official_class_counts=OFFICIAL_CLASS_COUNTS,
+            allow_mismatch=allow_mismatch,
             overwrite=overwrite, version=VERSION, progress=progress,
             extra={"layout": layout, "notes": ["train = Training, val = PublicTest, test = PrivateTest"]},
         )  # fmt: skip
