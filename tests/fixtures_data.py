@@ -128,27 +128,41 @@ def ckplus48(subjects: int = 14) -> dict[str, bytes]:
 AFFECT_CODES = ["neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger", "contempt"]
 
 
-def affectnet_official(per_code: tuple[int, int] = (2, 1)) -> dict[str, bytes]:
-    """training.csv/validation.csv with codes 0..10 (8..10 to be dropped) and the images."""
+AFFECT_NESTED_CSVS = "AffectNet/Manually_Annotated_file_lists/"
+AFFECT_NESTED_IMAGES = "AffectNet/Manually_Annotated_Images/Manually_Annotated_Images/"
+
+
+def affectnet_official(
+    per_code: tuple[int, int] = (2, 1), *, headerless_validation: bool = False, nested: bool = False
+) -> dict[str, bytes]:
+    """training.csv/validation.csv with codes 0..10 (8..10 to be dropped) and the images.
+
+    ``headerless_validation``: validation.csv without its header row, as often in the release.
+    ``nested``: the release's file lists folder, and the image tar extracted one level too deep.
+    """
     files = {}
+    csvs, images = (AFFECT_NESTED_CSVS, AFFECT_NESTED_IMAGES) if nested else ("", "Manually_Annotated_Images/")
     header = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"
     for csv, k in (("training.csv", per_code[0]), ("validation.csv", per_code[1])):
-        lines = [header]
+        lines = [] if headerless_validation and csv == "validation.csv" else [header]
         for code in range(11):
             for i in range(k):
                 rel = f"{code + 1}/{csv[0]}{code:02d}{i}.jpg"
-                files[f"Manually_Annotated_Images/{rel}"] = encode(image((160, 140, 3), code * 10 + i))
+                files[f"{images}{rel}"] = encode(image((160, 140, 3), code * 10 + i))
                 lines.append(f'{rel},20,30,100,110,"1;2;3",{code},0.1,-0.2')
-        files[csv] = ("\n".join(lines) + "\n").encode()
+        files[csvs + csv] = ("\n".join(lines) + "\n").encode()
     return files
 
 
-def affectnet_folders(per_class: tuple[int, int] = (2, 1), digits: bool = False) -> dict[str, bytes]:
+def affectnet_folders(
+    per_class: tuple[int, ...] = (2, 1), digits: bool = False, splits: tuple[str, ...] = ("train", "val")
+) -> dict[str, bytes]:
+    """Class folders ``<split>/<class or code>/*.jpg``, ``per_class[j]`` images per class in ``splits[j]``."""
     names = ["neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt"]
     files = {}
     for c, name in enumerate(names):
         folder = str(c) if digits else name
-        for split, k in zip(("train", "val"), per_class, strict=True):
+        for split, k in zip(splits, per_class, strict=True):
             for i in range(k):
                 files[f"{split}/{folder}/{c}{i}.jpg"] = encode(image((96, 96, 3), c * 10 + i))
     return files

@@ -99,6 +99,16 @@ def test_labels_out_of_range(tmp_path):
     fails("affectnet", as_dir(tmp_path / "aff", files), tmp_path, r"training\.csv line \d+: expression '11' outside")
 
 
+@pytest.mark.parametrize("headerless", [False, True])
+def test_affectnet_csv_line_numbers(tmp_path, headerless):
+    """Errors name the line of the file, with or without a header row, blank lines counted."""
+    files = affectnet_official(headerless_validation=headerless)
+    text = files["validation.csv"].replace(b",3,0.1", b",11,0.1")  # the row of code 3: line 4 (5 with a header)
+    files["validation.csv"] = text.replace(b"\n", b"\n\n", 1)  # a blank line after the first
+    line = 5 if headerless else 6
+    fails("affectnet", as_dir(tmp_path / "aff", files), tmp_path, rf"validation\.csv line {line}: expression '11'")
+
+
 @pytest.mark.parametrize(
     ("name", "files", "match"),
     [
@@ -106,6 +116,16 @@ def test_labels_out_of_range(tmp_path):
         ("rafdb", {"x/y.jpg": b"?"}, "unexpected layout for rafdb"),
         ("ckplus", {"x/y.png": b"?"}, "unexpected layout for ckplus"),
         ("affectnet", {"x/y.jpg": b"?"}, "unexpected layout for affectnet"),
+        (
+            "affectnet",
+            {**affectnet_official(), "validation.csv": b"1/v000.jpg,20,30,100,110,0\n"},
+            r"validation\.csv: unexpected layout: no header row with subDirectory_filePath, and 6 columns instead of",
+        ),
+        (
+            "affectnet",
+            {**affectnet_official(), "training.csv": b"subDirectory_filePath,expression\n1/t000.jpg,0\n"},
+            r"training\.csv: unexpected layout: missing columns \['face_x'",
+        ),
         ("jaffe", {"x/y.jpg": b"?"}, "unexpected layout for jaffe"),
         ("fer2013", {**fer2013_folders(), "train/happyish/Training_1.jpg": b"?"}, "happyish.*unexpected"),
         ("fer2013", {**fer2013_folders(), "test/happy/im1.jpg": b"?"}, "im1.jpg: cannot tell the split"),

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from fixtures_data import (
     AFFECT_CODES,
+    AFFECT_NESTED_IMAGES,
     CK48_FOLDERS,
     CK_CODES,
     FER_CANONICAL,
@@ -220,6 +221,21 @@ def test_affectnet_official(tmp_path, classes):
     assert data.manifest["options"] == {"size": 56, "classes": classes}
 
 
+@pytest.mark.parametrize("variant", ["headerless_validation", "nested"])
+def test_affectnet_official_release_variants(tmp_path, variant):
+    """validation.csv without its header row; the image tar extracted to Manually_Annotated_Images/ twice."""
+    plain = prep("affectnet", as_zip(tmp_path / "plain.zip", affectnet_official()), tmp_path / "plain", size=56)
+    src = as_zip(tmp_path / "variant.zip", affectnet_official(**{variant: True}))
+    data = prep("affectnet", src, tmp_path / "out", size=56)
+    check_manifest(data, "affectnet", 24, {"train": 16, "val": 0, "test": 8}, AFFECT_CODES)
+    np.testing.assert_array_equal(data.images, plain.images)  # the same rows and face boxes, in the same order
+    np.testing.assert_array_equal(data.labels, plain.labels)
+    images = AFFECT_NESTED_IMAGES if variant == "nested" else "Manually_Annotated_Images/"
+    labels = meta_labels(data)
+    assert labels[f"{images}1/v000.jpg"] == "neutral"  # validation.csv's first row is data, not a header
+    assert labels[f"{images}2/v010.jpg"] == "happiness"
+
+
 @pytest.mark.parametrize("digits", [False, True])
 def test_affectnet_class_folders(tmp_path, digits):
     data = prep("affectnet", as_dir(tmp_path / "raw", affectnet_folders(digits=digits)), tmp_path / "out")
@@ -228,6 +244,21 @@ def test_affectnet_class_folders(tmp_path, digits):
     labels = meta_labels(data)
     first = "val/1/10.jpg" if digits else "val/happy/10.jpg"
     assert labels[first] == "happiness"
+    assert data.manifest["test_is_validation"] is True
+
+
+@pytest.mark.parametrize("digits", [False, True])
+def test_affectnet_class_folders_with_a_test_folder(tmp_path, digits):
+    """train/, val/ and test/ keep their own splits (without test/, val/ is the test split)."""
+    files = affectnet_folders((2, 1, 3), digits=digits, splits=("train", "val", "test"))
+    data = prep("affectnet", as_dir(tmp_path / "raw", files), tmp_path / "out", size=32)
+    check_manifest(data, "affectnet", 48, {"train": 16, "val": 8, "test": 24}, AFFECT_CODES)
+    split = dict(zip(data.meta["source"], data.meta["split"], strict=True))
+    happy = "1" if digits else "happy"
+    assert [split[f"{s}/{happy}/10.jpg"] for s in ("train", "val", "test")] == ["train", "val", "test"]
+    assert meta_labels(data)[f"test/{happy}/12.jpg"] == "happiness"
+    assert data.manifest["test_is_validation"] is False
+    assert not any("validation set" in note for note in data.manifest["notes"])
 
 
 # --- JAFFE -----------------------------------------------------------------------------------

@@ -4,12 +4,21 @@ AffectNet's test set is not public, so (as in the literature) its validation set
 used as the test split; train has no validation split (the protocols carve one out).
 Expressions 8..10 (none, uncertain, non-face) are dropped; ``--classes 7`` also drops
 contempt. Faces are cropped with the CSV's face box and resized to ``--size`` RGB.
+
+The release's validation.csv often has no header row (training.csv has one): a CSV whose
+first row lacks ``subDirectory_filePath`` is read as the 9 release columns. The image tar
+often extracts to ``Manually_Annotated_Images/Manually_Annotated_Images/``: the image root
+is the ``Manually_Annotated_Images/`` folder under which the CSV's paths exist (the first
+listed image found under one decides).
+A re-packaging with ``train/``, ``val/`` and ``test/`` class folders keeps its three splits;
+with only ``train/`` and ``val/``, ``val/`` is the validation set and becomes the test split.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import re
 from pathlib import Path
 
@@ -31,13 +40,21 @@ OFFICIAL_COUNTS = {8: {"train": 287651, "val": 0, "test": 4000}, 7: {"train": 28
 FOLDERS = {"neutral": "neutral", "happy": "happiness", "sad": "sadness", "surprise": "surprise", "fear": "fear",
            "disgust": "disgust", "anger": "anger", "contempt": "contempt"}  # fmt: skip
 FOLDERS |= {str(i): c for i, c in enumerate(CODES)}
-SPLIT_DIRS = {"train": "train", "val": "test"}
+SPLIT_DIRS = {"train": "train", "val": "test"}  # split folder -> split, without a test/ folder
+SPLIT_DIRS_WITH_TEST = {"train": "train", "val": "val", "test": "test"}
 CSV_COLUMNS = ["subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "expression"]
+# the columns of the release CSVs, for one without a header row (usually validation.csv)
+RELEASE_COLUMNS = ["subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks",
+                   "expression", "valence", "arousal"]  # fmt: skip
+IMAGE_DIR = "Manually_Annotated_Images/"
 TEST_NOTE = "AffectNet's test set is not public: its validation set (validation.csv or val/) is the test split"
+SPLITS_NOTE = "class folders train/, val/ and test/: the re-packaging's own splits are kept as they are"
 LAYOUT_HELP = (
     "expected training.csv + validation.csv + Manually_Annotated_Images/, or class folders train/<class>/*.jpg "
-    "and val/<class>/*.jpg"
+    "and val/<class>/*.jpg (and optionally test/<class>/*.jpg)"
 )
+
+Row = tuple[int, str, tuple[int, int, int, int], str]  # line, image path in the CSV, face box, class
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,12 +77,14 @@ def prepare(
     out = check_out(out, overwrite)
     keep = CODES[:classes]
     with open_source(source) as src:
-        records, layout = _official_records(src), "official-csv"
+        records, layout, test_is_validation = _official_records(src), "official-csv", True
         if records is None:
-            items = walk_class_folders(src, FOLDERS, SPLIT_DIRS, what="affectnet layout")
+            items = walk_class_folders(src, FOLDERS, SPLIT_DIRS_WITH_TEST, what="affectnet layout")
             if items is None:
                 raise DataError(f"{src.path}: unexpected layout for affectnet: {LAYOUT_HELP}")
-            records = [Record(it.name, FOLDERS[it.class_dir], SPLIT_DIRS[it.split_dir], key=(it.name, None))
+            test_is_validation = not any(it.split_dir == "test" for it in items)
+            splits = SPLIT_DIRS if test_is_validation else SPLIT_DIRS_WITH_TEST
+            records = [Record(it.name, FOLDERS[it.class_dir], splits[it.split_dir], key=(it.name, None))
                        for it in items]  # fmt: skip
             layout = "class-folders"
         records = [r for r in records if r.label in keep]
@@ -79,8 +98,10 @@ def prepare(
             records, load, out, dataset=NAME, classes=keep, image_shape=(size, size, 3), source=src.path,
             source_sha256=src.checksum(), official_counts=OFFICIAL_COUNTS[classes], allow_mismatch=allow_mismatch,
             overwrite=overwrite, version=VERSION, progress=progress,
-            extra={"layout": layout, "options": {"size": size, "classes": classes}, "test_is_validation": True,
-                   "notes": [TEST_NOTE, "expressions 8..10 (none, uncertain, non-face) dropped"
+            extra={"layout": layout, "options": {"size": size, "classes": classes},
+                   "test_is_validation": test_is_validation,
+                   "notes": [TEST_NOTE if test_is_validation else SPLITS_NOTE,
+                             "expressions 8..10 (none, uncertain, non-face) dropped"
                              + ("; contempt dropped (7 classes)" if classes == 7 else "")]},
         )  # fmt: skip
 
@@ -91,26 +112,57 @@ def _official_records(src: Source) -> list[Record] | None:
         return None
     if not src.exists(prefix + "validation.csv"):
         raise DataError(f"{src.describe(prefix + 'validation.csv')}: missing label file (next to training.csv)")
-    images = find_prefix(src.names, r"Manually_Annotated_Images/.+")
-    if images is None:
-        raise DataError(f"{src.path}: missing image folder Manually_Annotated_Images/")
-    return _csv_records(src, prefix + "training.csv", "train", images) + _csv_records(
-        src, prefix + "validation.csv", "test", images
-    )
+    roots = _image_roots(src.names)
+    if not roots:
+        raise DataError(f"{src.path}: missing image folder {IMAGE_DIR}")
+    train = _csv_rows(src, prefix + "training.csv")
+    test = _csv_rows(src, prefix + "validation.csv")
+    # nested copies (Manually_Annotated_Images/Manually_Annotated_Images/): the root under which the first
+    # listed image that exists at all is found (so a missing image is then named under the right root)
+    root = next((r for _, path, _, _ in itertools.chain(train, test) for r in roots if src.exists(r + path)), roots[0])
+    records = []
+    for name, rows, split in ((prefix + "training.csv", train, "train"), (prefix + "validation.csv", test, "test")):
+        for line, path, (x, y, w, h), label in rows:
+            image = root + path
+            if not src.exists(image):
+                raise DataError(f"{src.describe(image)}: missing (listed in {name.rsplit('/', 1)[-1]} line {line})")
+            records.append(Record(image, label, split, key=(image, (x, y, x + w, y + h))))
+    return records
 
 
-def _csv_records(src: Source, name: str, split: str, images: str) -> list[Record]:
+def _image_roots(names: list[str]) -> list[str]:
+    """Every ``.../Manually_Annotated_Images/`` folder holding files, shortest first."""
+    roots = {n[: m.end()] for n in names if IMAGE_DIR in n for m in re.finditer(rf"(?:^|(?<=/)){IMAGE_DIR}", n)}
+    return sorted(roots, key=lambda r: (len(r), r))
+
+
+def _csv_rows(src: Source, name: str) -> list[Row]:
+    """The rows of a kept expression (0..7), with header or without (the 9 release columns)."""
     where = src.describe(name)
     try:
-        df = pd.read_csv(io.BytesIO(src.read(name)), dtype=str, keep_default_na=False)
+        df = pd.read_csv(
+            io.BytesIO(src.read(name)), header=None, dtype=str, keep_default_na=False, skip_blank_lines=False
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise DataError(f"{where}: not a readable CSV ({' '.join(str(e).split())})") from None
+    first = [str(v).strip() for v in df.iloc[0]] if len(df) else []
+    if CSV_COLUMNS[0] in first:  # a header row: data from line 2
+        df, start = df.iloc[1:].set_axis(first, axis=1), 2
+    elif len(df.columns) == len(RELEASE_COLUMNS):  # no header row: data from line 1
+        df, start = df.set_axis(RELEASE_COLUMNS, axis=1), 1
+    else:
+        raise DataError(
+            f"{where}: unexpected layout: no header row with {CSV_COLUMNS[0]}, and {len(df.columns)} columns "
+            f"instead of the {len(RELEASE_COLUMNS)} of a headerless AffectNet CSV ({', '.join(RELEASE_COLUMNS)})"
+        )
     missing = [c for c in CSV_COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{where}: unexpected layout: missing columns {missing}")
-    records = []
-    for i, row in enumerate(df[CSV_COLUMNS].itertuples(index=False), start=2):
+    rows = []
+    for i, row in enumerate(df[CSV_COLUMNS].itertuples(index=False), start=start):  # blank lines kept: i is the line
         path, *box_text, expr = (str(v).strip() for v in row)
+        if not path and not expr and not any(box_text):
+            continue  # a blank line
         if not re.fullmatch(r"-?\d+", expr) or not 0 <= int(expr) <= 10:
             raise DataError(f"{where} line {i}: expression {expr!r} outside 0..10")
         if int(expr) in DROPPED_CODES:
@@ -121,8 +173,5 @@ def _csv_records(src: Source, name: str, split: str, images: str) -> list[Record
             raise DataError(f"{where} line {i}: face box {box_text} is not numeric") from None
         if w <= 0 or h <= 0:
             raise DataError(f"{where} line {i}: empty face box {box_text}")
-        image = f"{images}Manually_Annotated_Images/{path}"
-        if not src.exists(image):
-            raise DataError(f"{src.describe(image)}: missing (listed in {name.rsplit('/', 1)[-1]} line {i})")
-        records.append(Record(image, CODES[int(expr)], split, key=(image, (x, y, x + w, y + h))))
-    return records
+        rows.append((i, path, (x, y, w, h), CODES[int(expr)]))
+    return rows
