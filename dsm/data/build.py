@@ -97,10 +97,11 @@ def _class_mismatch(
 ) -> tuple[str, dict[str, int], dict[str, int]] | None:
     """The first split whose per-class counts differ from ``official``: (split, found, official)."""
     counts = Counter((r.split, r.label) for r in records)
-    for split, want in official.items():
-        got = {c: counts.get((split, c), 0) for c in sorted(want)}
-        if got != dict(sorted(want.items())):
-            return split, got, dict(sorted(want.items()))
+    for split, by_class in official.items():
+        want = dict(sorted(by_class.items()))
+        got = {c: counts.get((split, c), 0) for c in want}
+        if got != want:
+            return split, got, want
     return None
 
 

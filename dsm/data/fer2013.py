@@ -24,7 +24,6 @@ NAME = "fer2013"
 VERSION = "1"
 SOURCE_ENV = "DSM_FER2013_ZIP"
 CLASSES = ["neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger"]
-OFFICIAL_COUNTS = {"train": 28709, "val": 3589, "test": 3589}
 # per-class counts of the official release (angry, disgust, ... in canonical names)
 OFFICIAL_CLASS_COUNTS = {
     "train": {"anger": 3995, "disgust": 436, "fear": 4097, "happiness": 7215, "neutral": 4965, "sadness": 4830,
@@ -34,6 +33,7 @@ OFFICIAL_CLASS_COUNTS = {
     "test": {"anger": 491, "disgust": 55, "fear": 528, "happiness": 879, "neutral": 626, "sadness": 594,
              "surprise": 416},
 }  # fmt: skip
+OFFICIAL_COUNTS = {split: sum(c.values()) for split, c in OFFICIAL_CLASS_COUNTS.items()}  # 28709/3589/3589
 EMOTIONS = ["anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral"]  # CSV codes 0..6
 FOLDERS = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy": "happiness", "neutral": "neutral",
            "sad": "sadness", "surprise": "surprise"}  # fmt: skip
