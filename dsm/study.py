@@ -119,7 +119,7 @@ class Profile:
     overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields on top of the recipe
     seeds: tuple[int, ...] = (0,)
     headline_seeds: tuple[int, ...] = ()  # more seeds for the headline row only (dsm_net + DSM)
-    headline_epochs: int | None = None  # the headline row once more at this schedule (seed 0): how far it gets
+    headline_epochs: tuple[int, ...] = ()  # the headline row once more at each schedule (seed 0): how far it gets
     folds: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)  # k-fold data sets (CK+, JAFFE)
     synthetic_n: int = 2100
     synthetic_size: int = 48
@@ -154,7 +154,11 @@ class Profile:
                 + (f", and {list(self.headline_seeds)} for dsm_net + DSM" if self.headline_seeds else "")
                 + f" (k-fold data sets: folds {list(self.folds)})",
                 *(
-                    [f"- longer schedule: dsm_net + DSM also trained for {self.headline_epochs} epochs (one run)"]
+                    [
+                        "- longer schedules: dsm_net + DSM also trained for "
+                        + " and ".join(map(str, self.headline_epochs))
+                        + " epochs (one run each)"
+                    ]
                     if self.headline_epochs
                     else []
                 ),
@@ -214,7 +218,7 @@ PROFILES: dict[str, Profile] = {
         recipe="cpu",
         overrides={"epochs": 8},
         headline_seeds=(1, 2),
-        headline_epochs=30,
+        headline_epochs=(30, 60),
         models=("dsm_net", "timm:resnet18"),
         result_modulators=("dsm", "none"),
         design={
@@ -410,9 +414,8 @@ class Experiment:
         return variants + [v for v in self.schedule_variants() if v.model in models and v.modulator in modulators]
 
     def schedule_variants(self) -> list[Variant]:
-        """The headline row at the profile's longer schedule, if it names one."""
-        epochs = self.profile.headline_epochs
-        return [Variant.make(train_opts={"epochs": epochs})] if epochs else []
+        """The headline row at each of the profile's longer schedules, shortest first."""
+        return [Variant.make(train_opts={"epochs": e}) for e in sorted(self.profile.headline_epochs)]
 
     def ablation_variants(self) -> dict[str, list[Variant]]:
         """Group -> variants: ``modulators`` (every compared modulator in dsm_net), then the DSM design groups."""
