@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
+from dsm.errors import one_line
 from dsm.registry import create_model
 
 RELEASED = Path(__file__).resolve().parent / "assets" / "checkpoints" / "fer2013_dsm_net"
@@ -95,7 +96,7 @@ def build_model(info: dict[str, Any], where: str | Path | None = None) -> nn.Mod
     try:
         return create_model(spec["name"], **kwargs)
     except (TypeError, ValueError, RuntimeError) as e:  # unknown name or arguments: a foreign checkpoint
-        raise CheckpointError(f"{name}: cannot build model {spec['name']!r} ({' '.join(str(e).split())})") from None
+        raise CheckpointError(f"{name}: cannot build model {spec['name']!r} ({one_line(e)})") from None
 
 
 def _check_deployable(info: dict[str, Any], js_path: Path) -> None:

@@ -7,6 +7,7 @@ import json
 
 from dsm.checkpoint import RELEASED, CheckpointError
 from dsm.data.format import DataError
+from dsm.errors import fail
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         pick_device(args.device)
     except RuntimeError as e:
-        raise SystemExit(f"error: --device {args.device}: {' '.join(str(e).split())}") from None
+        return fail(f"--device {args.device}: {e}")
     try:
         metrics = evaluate(
             args.checkpoint,
@@ -47,6 +48,6 @@ def run(args: argparse.Namespace) -> int:
             args.run_index,
         )
     except (CheckpointError, DataError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
+        return fail(e)
     print(json.dumps(metrics))
     return 0

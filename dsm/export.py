@@ -30,6 +30,7 @@ import torch.nn as nn
 
 import dsm
 from dsm.checkpoint import load_model
+from dsm.errors import one_line
 from dsm.preprocess import MEAN, STD
 from dsm.reparam import reparameterize
 
@@ -64,7 +65,7 @@ def export_model(
             try:
                 _export_torchscript(model, x, raw, opset, dynamic_batch)
             except Exception as e:  # noqa: BLE001  (any exporter failure: try the other one)
-                failed = f"the TorchScript exporter failed ({' '.join(str(e).split())[:200]}); "
+                failed = f"the TorchScript exporter failed ({one_line(e)[:200]}); "
                 warnings.warn(f"{failed}using the dynamo exporter", stacklevel=2)
                 exporter = "dynamo"
         if exporter == "dynamo":

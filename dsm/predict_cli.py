@@ -21,6 +21,7 @@ import cv2
 from tqdm import tqdm
 
 from dsm.checkpoint import CheckpointError
+from dsm.errors import one_line
 from dsm.face import FaceDetector
 from dsm.predict import (
     IMAGE_EXTS,
@@ -207,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         pick_device(args.device)
     except RuntimeError as e:
-        print(f"dsm predict: --device {args.device}: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"dsm predict: --device {args.device}: {one_line(e)}", file=sys.stderr)
         return 2
     try:
         detector = FaceDetector(min_neighbors=args.min_neighbors, min_face=args.min_face, max_side=args.max_side)
@@ -230,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
                     predict_image(pred, item, out)
             except (ImageReadError, OSError, cv2.error) as e:  # one bad input does not stop the others
                 failed = True
-                msg = str(e) if isinstance(e, ImageReadError) else f"{item.path}: {' '.join(str(e).split())}"
+                msg = str(e) if isinstance(e, ImageReadError) else f"{item.path}: {one_line(e)}"
                 print(f"dsm predict: {msg}", file=sys.stderr)
                 out.record({"file": str(item.path), "error": msg})
     finally:

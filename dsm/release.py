@@ -20,6 +20,7 @@ from typing import Any
 
 from dsm.checkpoint import RELEASED, CheckpointError, checkpoint_paths, load_checkpoint
 from dsm.data.format import DataError
+from dsm.errors import fail
 from dsm.runs import load_run, trained_on
 
 
@@ -120,6 +121,6 @@ def run(args: argparse.Namespace) -> int:
             "dest": None if args.dry_run else str(release(chosen, args.dest)),
         }
     except (CheckpointError, DataError, ValueError, OSError) as e:
-        raise SystemExit(f"error: {e}") from None
+        return fail(e)
     print(json.dumps(summary))
     return 0

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dsm.errors import fail
 from dsm.study import PROFILES, DatasetInfo, Experiment, Profile, dataset_info, get_profile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -368,11 +369,12 @@ def run(args: argparse.Namespace) -> int:
     for d in datasets:
         dataset_info(d)
     if (args.threads or args.compile) and not args.train_only:
-        raise SystemExit("dsm reproduce: --threads and --compile apply to --train-only")
+        return fail("--threads and --compile apply to --train-only", "dsm reproduce")
     selected = [n.strip() for n in args.notebooks.split(",") if n.strip()] if args.notebooks else [*NOTEBOOKS, USING]
     unknown = set(selected) - {*NOTEBOOKS, USING}
     if unknown:
-        raise SystemExit(f"unknown notebooks {sorted(unknown)}; choose from {', '.join([*NOTEBOOKS, USING])}")
+        choices = ", ".join([*NOTEBOOKS, USING])
+        return fail(f"--notebooks: unknown {sorted(unknown)}; choose from {choices}", "dsm reproduce")
     notebooks = [n for n in selected if n in NOTEBOOKS]
     if not notebooks:
         datasets = []  # only the data-set independent page
@@ -414,7 +416,7 @@ def run(args: argparse.Namespace) -> int:
 
     book_dir = Path(args.book)
     if not (book_dir / "intro.md").is_file():
-        raise SystemExit(f"{book_dir}: not the book's source directory (no intro.md)")
+        return fail(f"{book_dir}: not the book's source directory (no intro.md)", "dsm reproduce")
     write_figures(book_dir)
     for dataset in datasets:
         info = dataset_info(dataset)
@@ -436,7 +438,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             reproduce_using(book_dir, profile, force=bool(args.notebooks))
         except CheckpointError as e:
-            raise SystemExit(f"dsm reproduce: {e}") from None
+            return fail(e, "dsm reproduce")
     write_toc(book_dir)
     rc = 0 if args.no_build else build_book(book_dir, strict=not args.no_strict)
     print(f"dsm reproduce: {time.perf_counter() - t_start:.0f} s, book {'built' if rc == 0 else 'FAILED'}", flush=True)

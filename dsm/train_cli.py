@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 
 import yaml
 
 from dsm.config import RECIPES, TrainConfig, recipe
+from dsm.errors import fail, one_line
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,7 +63,7 @@ def _load_yaml(path: str) -> TrainConfig:
     except OSError as e:
         raise ValueError(f"--config {path}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
-        raise ValueError(f"--config {path}: not valid YAML ({' '.join(str(e).split())})") from None
+        raise ValueError(f"--config {path}: not valid YAML ({one_line(e)})") from None
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -107,8 +107,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(args)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(e)
     try:
         if args.profile:
             from dsm.throughput import profile
@@ -120,10 +119,10 @@ def run(args: argparse.Namespace) -> int:
         from dsm.train import train
 
         if not args.resume and (Path(cfg.out) / "last.json").is_file():
-            raise SystemExit(f"error: {cfg.out} already holds a run; pass --resume to continue it or a new --out")
+            return fail(f"{cfg.out} already holds a run; pass --resume to continue it or a new --out")
         record = train(cfg, resume=args.resume)
     except DataError as e:
-        raise SystemExit(f"error: {e}") from None
+        return fail(e)
     test = record["test_metrics"] or {}
     print(
         json.dumps(

@@ -95,3 +95,11 @@ def test_reproduce_data_dir_needs_name_equals_dir(capsys):
         "dsm reproduce: error: argument --data-dir: expected NAME=DIR, e.g. fer2013=/data/fer2013, got 'fer2013'"
     )
     assert "Traceback" not in err
+
+
+def test_reproduce_reports_bad_flags_in_one_line(capsys):
+    assert main(["reproduce", "--notebooks", "results,nosuchpage", "--no-build"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dsm reproduce: --notebooks: unknown ['nosuchpage']") and err.count("\n") == 1
+    assert main(["reproduce", "--compile"]) == 2
+    assert "--threads and --compile apply to --train-only" in capsys.readouterr().err

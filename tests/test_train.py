@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -283,8 +284,8 @@ def test_cli_train_evaluate_summarize(toy, tmp_path, capsys):
     assert summary["out"] == str(out)
     saved = load_run(out)["config"]
     assert saved["epochs"] == 1 and saved["recipe"] == "smoke" and saved["early_stop_patience"] is None
-    with pytest.raises(SystemExit, match="already holds a run"):
-        main(argv)
+    assert main(argv) == 2
+    assert "already holds a run" in _one_line_error(capsys)
     assert main(["evaluate", "--checkpoint", str(out / "best"), "--data", str(toy)]) == 0
     m = json.loads(capsys.readouterr().out)
     assert m["accuracy"] == pytest.approx(summary["test_accuracy"])
@@ -292,11 +293,17 @@ def test_cli_train_evaluate_summarize(toy, tmp_path, capsys):
     assert "dsm_net" in capsys.readouterr().out
 
 
-def test_cli_errors_are_one_line(tmp_path):
-    with pytest.raises(SystemExit, match=r"missing \(is .* a prepared data set"):
-        main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
-    with pytest.raises(SystemExit, match="checkpoint file missing"):
-        main(["evaluate", "--checkpoint", str(tmp_path / "none"), "--data", str(tmp_path)])
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert re.search(r"missing \(is .* a prepared data set", _one_line_error(capsys))
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "none"), "--data", str(tmp_path)]) == 2
+    assert "checkpoint file missing" in _one_line_error(capsys)
 
 
 def test_profile_reports_throughput(toy, tmp_path):

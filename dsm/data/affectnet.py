@@ -29,6 +29,7 @@ from dsm.data.build import Record, check_out, positive_int, write_records
 from dsm.data.format import DataError
 from dsm.data.images import crop_box, decode_image, resize
 from dsm.data.sources import Source, find_prefix, open_source, walk_class_folders
+from dsm.errors import one_line
 
 NAME = "affectnet"
 VERSION = "1"
@@ -144,7 +145,7 @@ def _csv_rows(src: Source, name: str) -> list[Row]:
             io.BytesIO(src.read(name)), header=None, dtype=str, keep_default_na=False, skip_blank_lines=False
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DataError(f"{where}: not a readable CSV ({' '.join(str(e).split())})") from None
+        raise DataError(f"{where}: not a readable CSV ({one_line(e)})") from None
     first = [str(v).strip() for v in df.iloc[0]] if len(df) else []
     if CSV_COLUMNS[0] in first:  # a header row: data from line 2
         df, start = df.iloc[1:].set_axis(first, axis=1), 2

@@ -19,6 +19,7 @@ from dsm.data.build import Record, check_out, write_records
 from dsm.data.format import DataError
 from dsm.data.images import decode_image, resize
 from dsm.data.sources import FileSource, Source, open_source, walk_class_folders
+from dsm.errors import one_line
 
 NAME = "fer2013"
 VERSION = "1"
@@ -107,7 +108,7 @@ def _csv_records(src: Source, name: str) -> tuple[list[Record], Callable[[Record
     try:
         df = pd.read_csv(io.BytesIO(src.read(name)), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DataError(f"{where}: not a readable CSV ({' '.join(str(e).split())})") from None
+        raise DataError(f"{where}: not a readable CSV ({one_line(e)})") from None
     df.columns = [c.strip() for c in df.columns]
     if not {"emotion", "pixels", "Usage"} <= set(df.columns):
         raise DataError(f"{where}: unexpected layout: columns {list(df.columns)}, expected emotion,pixels,Usage")

@@ -18,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 
 from dsm.data.format import SPLITS, DataError, load_prepared
+from dsm.errors import fail
 
 DATASETS = {
     "synthetic": "dsm.data.synthetic",
@@ -83,8 +84,7 @@ def run(args: argparse.Namespace) -> int:
                 allow_mismatch=args.allow_mismatch, progress=not args.quiet, **opts,
             )  # fmt: skip
         except DataError as e:
-            print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-            return 2
+            return fail(e)
         except OSError as e:  # writing the output: permissions, a full disk
             print(f"error: {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
             return 2
