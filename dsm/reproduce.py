@@ -40,7 +40,7 @@ USING = "using_the_model"  # data-set independent: executed once per released ch
 USING_TITLE = "Example: the released model on a photo"
 PHOTO = REPO / "tests" / "assets" / "astronaut.jpg"  # public domain, see tests/assets/README.md
 
-BOOK_DATASETS = ("fer2013", "rafdb", "ckplus", "affectnet", "synthetic")  # one chapter each, in this order
+BOOK_DATASETS = ("fer2013", "rafdb", "ckplus", "affectnet", "jaffe", "synthetic")  # one chapter each, in this order
 
 
 # --- the driver --------------------------------------------------------------------------------------

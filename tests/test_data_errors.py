@@ -8,6 +8,8 @@ import warnings
 import zipfile
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from fixtures_data import (
     affectnet_official,
@@ -21,7 +23,7 @@ from fixtures_data import (
 )
 
 from dsm.data import prepare_dataset
-from dsm.data.format import DataError
+from dsm.data.format import DataError, load_prepared
 from dsm.data.prepare import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,6 +118,11 @@ def test_affectnet_csv_line_numbers(tmp_path, headerless):
         ("rafdb", {"x/y.jpg": b"?"}, "unexpected layout for rafdb"),
         ("ckplus", {"x/y.png": b"?"}, "unexpected layout for ckplus"),
         ("affectnet", {"x/y.jpg": b"?"}, "unexpected layout for affectnet"),
+        (
+            "affectnet",
+            {"train_set/images/0.jpg": b"?", "train_set/annotations/0_exp.npy": b"?"},
+            r"annotations/\*_exp\.npy distribution of AffectNet is not read; use the release's training\.csv",
+        ),
         (
             "affectnet",
             {**affectnet_official(), "validation.csv": b"1/v000.jpg,20,30,100,110,0\n"},
@@ -216,3 +223,112 @@ def test_script_subprocess_no_traceback(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr == f"error: {src}: entry '../x.jpg' escapes the archive (absolute path or '..')\n"
+
+
+def _flag_encrypted(path: Path) -> Path:
+    """Set the 'encrypted' bit of every entry (local and central headers), as a password-protected
+    release (RAF-DB is shipped so) looks to zipfile."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        infos, pos = z.infolist(), z.start_dir
+    for info in infos:
+        data[info.header_offset + 6] |= 1  # local header: general-purpose flag
+        data[pos + 8] |= 1  # central header: the same flag
+        pos += (
+            46
+            + int.from_bytes(data[pos + 28 : pos + 30], "little")
+            + int.from_bytes(data[pos + 30 : pos + 32], "little")
+            + int.from_bytes(data[pos + 32 : pos + 34], "little")
+        )
+    path.write_bytes(data)
+    return path
+
+
+def test_encrypted_zip_says_to_extract_it(tmp_path):
+    src = _flag_encrypted(as_zip(tmp_path / "raf.zip", rafdb_basic()))
+    fails("rafdb", src, tmp_path, r"raf\.zip:.*: the zip is encrypted; extract it with its password")
+
+
+def test_corrupt_deflated_entry_is_named(tmp_path):
+    src = tmp_path / "raf.zip"
+    with zipfile.ZipFile(src, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in rafdb_basic().items():
+            z.writestr(name, data)
+    with zipfile.ZipFile(src) as z:
+        info = z.getinfo("basic/EmoLabel/list_patition_label.txt")
+    data = bytearray(src.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start : start + 8] = bytes(b ^ 0xFF for b in data[start : start + 8])  # break the deflate stream
+    src.write_bytes(data)
+    fails("rafdb", src, tmp_path, r"raf\.zip:basic/EmoLabel/list_patition_label\.txt: cannot read from the zip")
+
+
+def test_linked_image_folder_is_read(tmp_path):
+    """A folder linked into the layout (common for big image sets) is listed, and a link back up the
+    tree does not loop."""
+    raw = as_dir(tmp_path / "raw", rafdb_basic())
+    (raw / "basic" / "Image" / "aligned").rename(tmp_path / "elsewhere")
+    (raw / "basic" / "Image" / "aligned").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere" / "loop").symlink_to(raw, target_is_directory=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = prepare_dataset("rafdb", raw, tmp_path / "out", progress=False, allow_mismatch=True)
+    assert len(load_prepared(out).labels) == sum("EmoLabel" not in k and "aligned/" in k for k in rafdb_basic())
+
+
+def test_rafdb_label_file_missing_at_the_root(tmp_path):
+    raw = as_dir(tmp_path / "raw", {k: v for k, v in rafdb_basic().items() if "EmoLabel" not in k})
+    fails("rafdb", raw / "basic", tmp_path, r"basic: missing label file EmoLabel/list_patition_label\.txt")
+
+
+def test_affectnet_infinite_face_box(tmp_path):
+    files = affectnet_official()
+    files["training.csv"] = files["training.csv"].replace(b"1/t000.jpg,20,", b"1/t000.jpg,inf,")
+    fails("affectnet", as_dir(tmp_path / "aff", files), tmp_path, r"training\.csv line 2: face box .* not numeric")
+
+
+def test_truncated_image_prints_only_our_line(capfd):
+    from dsm.data.images import decode_image
+
+    png = cv2.imencode(".png", np.full((64, 64), 128, np.uint8))[1].tobytes()
+    with pytest.raises(DataError, match="x.png: cannot decode image"):
+        decode_image(png[: len(png) // 2], "x.png")
+    assert capfd.readouterr().err == ""  # OpenCV's own warning line is silenced
+
+
+def test_failed_preparation_removes_the_folders_it_made(tmp_path):
+    raw = as_dir(tmp_path / "raw", {**rafdb_basic(), "basic/Image/aligned/test_00003_aligned.jpg": b""})
+    with pytest.raises(DataError, match="cannot decode image"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the fixture is smaller than the release
+        prepare_dataset("rafdb", raw, tmp_path / "new" / "deeper" / "out", progress=False, allow_mismatch=True)
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("dataset", ["rafdb", "ckplus"])
+def test_swapped_class_folders_are_refused(dataset):
+    """Right split totals, two classes swapped: only the per-class check sees it."""
+    from dsm.data import ckplus, rafdb
+    from dsm.data.build import Record, check_counts
+
+    official = rafdb.OFFICIAL_CLASS_COUNTS if dataset == "rafdb" else ckplus.official_class_counts()
+    a, b = "fear", "surprise"
+    swap = {a: b, b: a}
+    records = [
+        Record(f"{split}/{label}/{i}.jpg", swap.get(label, label), split)
+        for split, counts in official.items()
+        for label, n in counts.items()
+        for i in range(n)
+    ]
+    totals = {s: sum(c.values()) for s, c in official.items()}
+    with pytest.raises(DataError, match=r"class counts .* differ from the official .*classes swapped"):
+        check_counts(records, totals, False, dataset, official)
+    unswapped = [Record(r.source, swap.get(r.label, r.label), r.split) for r in records]
+    assert check_counts(unswapped, totals, False, dataset, official) is None
+
+
+def test_ckplus_official_counts():
+    from dsm.data.ckplus import official_class_counts
+
+    total = lambda **kw: sum(official_class_counts(**kw)["train"].values())  # noqa: E731
+    assert (total(), total(contempt=False)) == (981, 927)  # 327 and 309 labelled sequences, 3 frames each
+    assert (total(neutral_first_frame=True), total(neutral_first_frame=True, contempt=False)) == (1308, 1236)

@@ -320,3 +320,15 @@ def test_hash_ignores_where_the_source_lies(tmp_path):
     assert da.hash == db.hash  # same download, prepared from another path: runs are reused
     legacy = manifest_hash(da.manifest, legacy=True)  # what dsm 0.1 records carry: still recognised
     assert legacy != manifest_hash(db.manifest, legacy=True) and legacy in da.hashes
+
+
+def test_ckplus_without_contempt(tmp_path):
+    """--no-contempt drops contempt sequences whole (their neutral first frame too): the 6-emotion protocol."""
+    raw = as_dir(tmp_path / "raw", ckplus_original(subjects=12))  # codes cycle 1..7: S101 and S108 are contempt
+    data = prep("ckplus", raw, tmp_path / "out", neutral_first_frame=True, contempt=False)
+    six = [c for c in CANONICAL_CLASSES if c != "contempt"]
+    check_manifest(data, "ckplus", 40, {"train": 40, "val": 0, "test": 0}, six)
+    assert not data.meta["subject"].isin(["S101", "S108"]).any()
+    assert data.manifest["options"]["contempt"] is False
+    data48 = prep("ckplus", as_zip(tmp_path / "ck48.zip", ckplus48(subjects=14)), tmp_path / "out48", contempt=False)
+    assert "contempt" not in data48.classes and len(data48.labels) == 36  # two contempt subjects of 3 frames gone

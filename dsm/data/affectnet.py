@@ -82,6 +82,11 @@ def prepare(
         if records is None:
             items = walk_class_folders(src, FOLDERS, SPLIT_DIRS_WITH_TEST, what="affectnet layout")
             if items is None:
+                if any(n.endswith("_exp.npy") for n in src.names):
+                    raise DataError(
+                        f"{src.path}: the annotations/*_exp.npy distribution of AffectNet is not read; "
+                        f"use the release's training.csv/validation.csv ({LAYOUT_HELP})"
+                    )
                 raise DataError(f"{src.path}: unexpected layout for affectnet: {LAYOUT_HELP}")
             test_is_validation = not any(it.split_dir == "test" for it in items)
             splits = SPLIT_DIRS if test_is_validation else SPLIT_DIRS_WITH_TEST
@@ -170,7 +175,7 @@ def _csv_rows(src: Source, name: str) -> list[Row]:
             continue
         try:
             x, y, w, h = (round(float(v)) for v in box_text)
-        except ValueError:
+        except (ValueError, OverflowError):  # not a number, or inf
             raise DataError(f"{where} line {i}: face box {box_text} is not numeric") from None
         if w <= 0 or h <= 0:
             raise DataError(f"{where} line {i}: empty face box {box_text}")

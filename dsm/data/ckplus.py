@@ -29,8 +29,8 @@ CODES = ["neutral", "anger", "contempt", "disgust", "fear", "happiness", "sadnes
 EMOTIONS = CODES[1:]
 FOLDERS = {"anger": "anger", "contempt": "contempt", "disgust": "disgust", "fear": "fear", "happy": "happiness",
            "sadness": "sadness", "surprise": "surprise"}  # fmt: skip
-LABELLED_SEQUENCES = 327
-OFFICIAL_COUNTS = {"train": 3 * LABELLED_SEQUENCES}  # 981 apex frames (as in CK+48)
+# the 327 sequences with an emotion label, per class (Lucey et al. 2010, Table 2); 309 without contempt
+SEQUENCES = {"anger": 45, "contempt": 18, "disgust": 59, "fear": 25, "happiness": 69, "sadness": 28, "surprise": 83}
 FRAMES_PER_SEQUENCE = 3
 CENTRE_FRACTION = 0.6  # fallback crop: CK+ frames are 640x490 with the face in the middle
 LAYOUT_HELP = (
@@ -42,6 +42,9 @@ LAYOUT_HELP = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=positive_int, default=48, help="output side in pixels (gray)")
     p.add_argument("--neutral-first-frame", action="store_true", help="add each labelled sequence's first frame")
+    p.add_argument(
+        "--no-contempt", dest="contempt", action="store_false", help="drop contempt: the 6-emotion protocol (309 seq.)"
+    )
     p.add_argument("--folds", type=positive_int, default=10, help="number of subject-independent folds")
 
 
@@ -51,6 +54,7 @@ def prepare(
     *,
     size: int = 48,
     neutral_first_frame: bool = False,
+    contempt: bool = True,
     folds: int = 10,
     overwrite: bool = False,
     allow_mismatch: bool = False,
@@ -59,10 +63,9 @@ def prepare(
     out = check_out(out, overwrite)
     crops: Counter = Counter()
     with open_source(source) as src:
-        records = _original_records(src, neutral_first_frame)
+        records = _original_records(src, neutral_first_frame, contempt)
         if records is not None:
             layout = "original"
-            official = {"train": OFFICIAL_COUNTS["train"] + (LABELLED_SEQUENCES if neutral_first_frame else 0)}
 
             def load(r: Record) -> np.ndarray:
                 img, method = crop_face(decode_image(src.read(r.key), src.describe(r.key)), size, CENTRE_FRACTION)
@@ -75,16 +78,19 @@ def prepare(
                 raise DataError(f"{src.path}: unexpected layout for ckplus: {LAYOUT_HELP}")
             if neutral_first_frame:
                 warnings.warn("--neutral-first-frame ignored: CK+48 has no sequences", stacklevel=2)
-            layout, official = "ck+48", OFFICIAL_COUNTS
+            layout, neutral_first_frame = "ck+48", False
 
             def load(r: Record) -> np.ndarray:
                 return resize(decode_image(src.read(r.key), src.describe(r.key)), size)
 
+        if not contempt:  # CK+48's contempt folder; before the folds, which balance the images kept
+            records = [r for r in records if r.label != "contempt"]
+        official = official_class_counts(neutral_first_frame, contempt)
         records, k = with_folds(records, folds)
-        classes = set(EMOTIONS) | {r.label for r in records}
+        classes = {c for c in EMOTIONS if contempt or c != "contempt"} | {r.label for r in records}
         extra = {
             "layout": layout,
-            "options": {"size": size, "neutral_first_frame": neutral_first_frame},
+            "options": {"size": size, "neutral_first_frame": neutral_first_frame, "contempt": contempt},
             "folds": k,
             "notes": [FOLD_NOTE.format(k=k, km1=k - 1)],
         }
@@ -92,12 +98,21 @@ def prepare(
             extra["face_crop"] = {"haar_available": haar_available(), "counts": crops}
         return write_records(
             records, load, out, dataset=NAME, classes=sorted(classes), image_shape=(size, size),
-            source=src.path, source_sha256=src.checksum(), official_counts=official,
+            source=src.path, source_sha256=src.checksum(),
+            official_counts={s: sum(c.values()) for s, c in official.items()}, official_class_counts=official,
             allow_mismatch=allow_mismatch, overwrite=overwrite, version=VERSION, progress=progress, extra=extra,
         )  # fmt: skip
 
 
-def _original_records(src: Source, neutral_first_frame: bool) -> list[Record] | None:
+def official_class_counts(neutral_first_frame: bool = False, contempt: bool = True) -> dict[str, dict[str, int]]:
+    """Images per class of the release: 3 apex frames per labelled sequence (981 with contempt, as in
+    CK+48; 927 without), plus one neutral first frame per sequence when asked."""
+    seqs = {c: n for c, n in SEQUENCES.items() if contempt or c != "contempt"}
+    counts = {c: FRAMES_PER_SEQUENCE * n for c, n in seqs.items()}
+    return {"train": counts | ({"neutral": sum(seqs.values())} if neutral_first_frame else {})}
+
+
+def _original_records(src: Source, neutral_first_frame: bool, contempt: bool = True) -> list[Record] | None:
     img_prefix = find_prefix(src.names, r"cohn-kanade-images/[^/]+/[^/]+/[^/]+\.png")
     if img_prefix is None:
         return None
@@ -120,6 +135,8 @@ def _original_records(src: Source, neutral_first_frame: bool) -> list[Record] | 
             raise DataError(f"{src.describe(name)}: a second label file for sequence {subject}/{seq}")
         seen.add((subject, seq))
         label = CODES[_read_code(src, name)]
+        if label == "contempt" and not contempt:  # the whole sequence, its neutral first frame too
+            continue
         seq_frames = sorted(frames.get((subject, seq), []))
         if not seq_frames:
             raise DataError(f"{src.describe(name)}: no frames in cohn-kanade-images/{subject}/{seq}/")

@@ -149,6 +149,8 @@ class PreparedWriter:
         self._rows: list[tuple] = []
 
     def __enter__(self) -> PreparedWriter:
+        # the parent folders this writer creates, deepest first: removed again if preparing fails
+        self._made = [p for p in [self.out.parent, *self.out.parent.parents] if not p.exists()]
         self.out.parent.mkdir(parents=True, exist_ok=True)
         # not tempfile.mkdtemp: its 0700 mode would make the prepared directory private
         self.tmp = self.out.parent / f".{self.out.name}.tmp-{uuid.uuid4().hex[:12]}"
@@ -180,6 +182,10 @@ class PreparedWriter:
         finally:
             if self.tmp.exists():
                 shutil.rmtree(self.tmp, ignore_errors=True)
+            if exc_type is not None or not self.out.exists():
+                for p in self._made:
+                    if p.exists() and not any(p.iterdir()):
+                        p.rmdir()
 
     def _finish(self) -> None:
         if len(self._rows) != self.n:

@@ -24,7 +24,12 @@ def decode_image(data: bytes, where: str, color: bool = False) -> np.ndarray:
     img = None
     if data:
         buf = np.frombuffer(data, np.uint8)
-        img = cv2.imdecode(buf, cv2.IMREAD_COLOR if color else cv2.IMREAD_GRAYSCALE)
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # a truncated file is our one-line error
+        try:
+            img = cv2.imdecode(buf, cv2.IMREAD_COLOR if color else cv2.IMREAD_GRAYSCALE)
+        finally:
+            cv2.utils.logging.setLogLevel(level)
         if img is not None and color:
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         if img is None:

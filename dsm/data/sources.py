@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import zipfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -73,8 +74,13 @@ class Source:
 class DirSource(Source):
     def __init__(self, path: Path) -> None:
         self.path = path
-        names = []
-        for root, dirs, files in os.walk(path):
+        names, seen = [], set()
+        for root, dirs, files in os.walk(path, followlinks=True):  # a linked-in image folder is common
+            real = os.path.realpath(root)
+            if real in seen:  # a link back up the tree: list each real folder once
+                dirs.clear()
+                continue
+            seen.add(real)
             dirs.sort()
             rel = Path(root).relative_to(path).as_posix()
             for f in sorted(files):
@@ -119,7 +125,13 @@ class ZipSource(Source):
     def read(self, name: str) -> bytes:
         try:
             return self.zip.read(name)
-        except (zipfile.BadZipFile, OSError, KeyError, EOFError) as e:
+        except RuntimeError as e:  # zipfile's "encrypted, password required"
+            if "encrypted" not in str(e):
+                raise
+            raise DataError(
+                f"{self.describe(name)}: the zip is encrypted; extract it with its password and pass the folder"
+            ) from None
+        except (zipfile.BadZipFile, OSError, KeyError, EOFError, zlib.error, NotImplementedError) as e:
             raise DataError(f"{self.describe(name)}: cannot read from the zip ({e})") from None
 
     def checksum(self) -> str:
