@@ -1,6 +1,8 @@
-"""The ``dsm`` command. Each subcommand lives in the module that owns the concept and
-exposes ``add_arguments(parser)`` and ``run(args) -> int``; modules load lazily so
-``dsm --help`` stays fast."""
+"""The ``dsm`` command: prepare data, train, evaluate, benchmark, predict, export, reproduce.
+
+Each subcommand lives in the module that owns the concept and exposes
+``add_arguments(parser)`` and ``run(args) -> int``; modules load lazily so ``dsm --help``
+stays fast."""
 
 from __future__ import annotations
 

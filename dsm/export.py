@@ -15,6 +15,7 @@ the written file is always one self-contained ``.onnx`` (no ``.onnx.data`` besid
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import tempfile
@@ -50,12 +51,13 @@ def export_model(
     metadata: dict[str, Any] | None = None,
     exporter: str = "torchscript",
 ) -> Path:
-    """Write ``model`` (exported as is: fuse it first) to ONNX; ``metadata`` values become JSON strings."""
+    """Write ``model`` (exported as is: fuse it first) to ONNX; ``metadata`` values become JSON strings.
+    The caller's model is left as it was (device, train/eval mode): a CPU copy in eval mode is exported."""
     if exporter not in ("torchscript", "dynamo"):
         raise ValueError(f"unknown exporter {exporter!r}: torchscript or dynamo")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval().cpu()
+    model = copy.deepcopy(model).cpu().eval()
     x = torch.zeros(*input_shape)
     # exporters write beside their target (dynamo adds NAME.data): work in a scratch folder, move one file at the end
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as scratch:
@@ -173,9 +175,12 @@ def session(path: str | Path, threads: int | None = None):  # -> onnxruntime.Inf
 
 
 def max_abs_error(path: str | Path, model: nn.Module, input_shape: Sequence[int], seed: int = 0) -> float:
-    """Largest |onnxruntime - PyTorch| logit difference on a random input of ``input_shape``."""
+    """Largest |onnxruntime - PyTorch| logit difference on a random input of ``input_shape`` (the model run
+    in eval mode on whatever device it is, then put back in its mode)."""
     x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))
+    device, was_training = next(model.parameters(), torch.empty(0)).device, model.training
     with torch.inference_mode():
-        ref = model.eval()(x).numpy()
+        ref = model.eval()(x.to(device)).float().cpu().numpy()
+    model.train(was_training)
     got = session(path).run(None, {INPUT: x.numpy()})[0]
     return float(np.abs(got - ref).max())

@@ -1,12 +1,12 @@
 """Face detection and cropping, offline, for prediction on real photos and videos.
 
-OpenCV 5 (the pinned ``opencv-python-headless``) no longer has ``cv2.CascadeClassifier``
-in its main modules and ships no cascade files, and its DNN detector (``FaceDetectorYN``)
-needs YuNet weights that no installed package carries. So dsm ships OpenCV's frontal-face
-Haar cascade (``dsm/assets/face/``, Intel licence inside the file) and evaluates it with
-numpy, following OpenCV's ``detectMultiScale`` (image pyramid, 24x24 windows, variance
-normalisation, ``groupRectangles``). Where ``cv2.CascadeClassifier`` exists (OpenCV 4,
-contrib builds) it runs the same cascade instead, which is faster.
+OpenCV's DNN detector (``FaceDetectorYN``) needs YuNet weights that no installed package
+carries, and OpenCV 5 no longer has ``cv2.CascadeClassifier`` in its main modules nor ships
+cascade files. So dsm ships OpenCV's frontal-face Haar cascade (``dsm/assets/face/``, Intel
+licence inside the file). Where ``cv2.CascadeClassifier`` exists (the pinned OpenCV 4,
+contrib builds) it runs that cascade; elsewhere dsm evaluates it with numpy, following
+OpenCV's ``detectMultiScale`` (image pyramid, 24x24 windows, variance normalisation,
+``groupRectangles``), with the same boxes but slower.
 """
 
 from __future__ import annotations
@@ -305,14 +305,17 @@ class FaceDetector:
 
 
 def pad_box(box: Box, pad: float, width: int, height: int) -> Box:
-    """Grow a box by ``pad`` x its size on every side, clipped to the image.
+    """Grow a box by ``pad`` x its size on every side, clipped to the image; whole pixels.
 
-    Haar boxes run from brows to chin; expression data sets crop a little wider.
+    Haar boxes run from brows to chin; expression data sets crop a little wider. Boxes from other
+    detectors may be floats or reach past the image; one with nothing left inside is a ValueError.
     """
-    x, y, w, h = box
+    x, y, w, h = (round(float(v)) for v in box)
     dx, dy = round(w * pad), round(h * pad)
     x0, y0 = max(0, x - dx), max(0, y - dy)
     x1, y1 = min(width, x + w + dx), min(height, y + h + dy)
+    if w <= 0 or h <= 0 or x1 <= x0 or y1 <= y0:
+        raise ValueError(f"face box {tuple(box)} is empty or outside the {width}x{height} image")
     return x0, y0, x1 - x0, y1 - y0
 
 

@@ -133,13 +133,14 @@ class Predictor:
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     def predict_boxes(self, image: np.ndarray, boxes: Sequence[Box]) -> list[FaceResult]:
-        """Classify given face boxes of an image (for a detector of your own)."""
+        """Classify given face boxes (x, y, w, h in pixels, floats allowed) of an image, for a detector of
+        your own; ValueError for a box with nothing inside the image."""
         h, w = image.shape[:2]
         probs = self.classify([crop(image, pad_box(b, self.pad, w, h)) for b in boxes])
         results = []
         for box, p in zip(boxes, probs, strict=True):
             dist = {c: float(v) for c, v in zip(self.classes, p, strict=True)}
-            results.append(FaceResult(tuple(int(v) for v in box), self.classes[int(p.argmax())], dist))
+            results.append(FaceResult(tuple(round(float(v)) for v in box), self.classes[int(p.argmax())], dist))
         return results
 
     def predict(self, image: np.ndarray | str | Path) -> list[FaceResult]:

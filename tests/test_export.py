@@ -12,7 +12,7 @@ import dsm
 from dsm.bench import runtime_latency
 from dsm.checkpoint import load_model
 from dsm.cli import main
-from dsm.export import INPUT, export_checkpoint, export_model, opset_of, read_metadata, session
+from dsm.export import INPUT, export_checkpoint, export_model, max_abs_error, opset_of, read_metadata, session
 
 
 def make_checkpoint(path, in_chans=1, size=48, modulator="dsm"):
@@ -159,3 +159,10 @@ def test_bench_cli_runtimes(capsys):
     assert [r["backend"] for r in rows] == ["eager", "onnxruntime"] and rows[0]["name"] == "dsm_net[dsm]@1x48"
     assert main([*argv, "--batches", "1", "--runs", "3", "--warmup", "1"]) == 0
     assert "onnxruntime" in capsys.readouterr().out
+
+
+def test_export_leaves_the_callers_model_as_it_was(tmp_path):
+    model = dsm.reparameterize(dsm.create_model("dsm_net", in_chans=1)).train()
+    export_model(model, tmp_path / "m.onnx", (1, 1, 48, 48))
+    assert model.training  # not switched to eval behind the caller's back
+    assert max_abs_error(tmp_path / "m.onnx", model, (2, 1, 48, 48)) < 1e-4 and model.training

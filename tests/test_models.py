@@ -95,3 +95,36 @@ def test_timm_bad_stage_is_clear():
 def test_unknown_model_is_clear():
     with pytest.raises(ValueError, match="unknown model"):
         dsm.create_model("nope")
+
+
+def test_reparameterize_fuses_timm_blocks_too():
+    """timm's RepVGG blocks (``reparameterize()``) and a block whose ``fuse()`` returns its replacement are
+    fused along with the DSM branch: no BatchNorm is left, the logits stay."""
+
+    class ReturnsFused(torch.nn.Module):  # timm's LeViT/EfficientViT ConvNorm convention
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(3, 3, 1, bias=False), torch.nn.BatchNorm2d(3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bn(self.conv(x))
+
+        def fuse(self) -> torch.nn.Module:
+            return torch.nn.utils.fusion.fuse_conv_bn_eval(self.conv, self.bn)
+
+    model = dsm.create_model("timm:repvgg_a0", modulator="dsm", modulator_stages=[2], num_classes=7)
+    model = torch.nn.Sequential(ReturnsFused(), model).eval()
+    _randomize_bn(model)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected, fused = model(x), dsm.reparameterize(model)
+        got = fused(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert count_params(fused) < count_params(model)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("stages", [(0,), (4,), (2, 5)])
+def test_modulator_after_out_of_range_is_refused(stages):
+    with pytest.raises(ValueError, match=r"modulator_after: stage \d out of range 1\.\.3"):
+        dsm.create_model("dsm_net", modulator="dsm", modulator_after=stages)

@@ -111,3 +111,10 @@ def test_pooling_detector_detects_pooling():
     for name in ("se", "cbam"):
         ops = _traced_ops(dsm.create_modulator(name, 32))
         assert [op for op in ops if any(p in op for p in POOLING)], (name, ops)
+
+
+def test_even_kernel_is_refused_when_built():
+    """An even kernel cannot keep the H x W grid with centred padding: say so at construction, not at the
+    first forward pass with a shape mismatch."""
+    with pytest.raises(ValueError, match="kernel_size must be odd, got 6"):
+        dsm.create_modulator("dsm", 16, kernel_size=6)

@@ -84,6 +84,21 @@ def test_group_rectangles_merges_neighbours_and_drops_lonely_boxes():
 
 def test_pad_box_stays_inside_the_image():
     assert pad_box((10, 10, 100, 100), 0.2, 115, 200) == (0, 0, 115, 130)
+    assert pad_box((9.6, 10.2, 99.7, 100.4), 0.2, 115, 200) == (0, 0, 115, 130)  # another detector's floats
+    assert pad_box((-50, -50, 60, 60), 0, 115, 200) == (0, 0, 10, 10)  # the part inside
+
+
+@pytest.mark.parametrize("box", [(-50, -50, 20, 20), (400, 400, 10, 10), (0, 0, 0, 0), (10, 10, -5, 20)])
+def test_predict_boxes_refuses_a_box_with_nothing_inside(ckpt, photo, box):
+    with pytest.raises(ValueError, match=r"face box .* is empty or outside the \d+x\d+ image"):
+        Predictor(ckpt).predict_boxes(photo, [box])
+
+
+def test_predict_boxes_takes_float_boxes(ckpt, photo):
+    p = Predictor(ckpt)
+    box = p.detect(photo)[0]
+    (exact,), (floats,) = p.predict_boxes(photo, [box]), p.predict_boxes(photo, [tuple(v + 0.3 for v in box)])
+    assert floats.box == exact.box and floats.probabilities == pytest.approx(exact.probabilities)
 
 
 # --- Python API ------------------------------------------------------------------------

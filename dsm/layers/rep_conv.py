@@ -41,6 +41,8 @@ class RepConv(nn.Module):
         use_scale: bool = True,
     ) -> None:
         super().__init__()
+        if kernel_size % 2 == 0:  # "same" padding k // 2 and the centred 1 x 1 branch need a centre tap
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
         self.in_chs, self.out_chs, self.kernel_size = in_chs, out_chs, kernel_size
         self.stride, self.groups = stride, groups
         self.conv = _conv_bn(in_chs, out_chs, kernel_size, stride, groups)

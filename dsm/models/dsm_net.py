@@ -54,6 +54,8 @@ class DSMNet(nn.Module):
         modulator_opts: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if bad := [s for s in modulator_after if not 1 <= s <= len(depths)]:  # else no modulator, silently
+            raise ValueError(f"modulator_after: stage {bad[0]} out of range 1..{len(depths)} (stages count from 1)")
         c0 = channels[0]
         self.num_classes, self.in_chans = num_classes, in_chans
         self.stem = nn.Sequential(RepConv(in_chans, c0 // 2, 3, stride=2), RepConv(c0 // 2, c0, 3))

@@ -60,7 +60,8 @@ class DecomposedSpatialModulator(nn.Module):
         self.out_drop = nn.Dropout2d(dropout) if dropout > 0 and output_dropout else nn.Identity()
 
     def gate_map(self, x: torch.Tensor) -> torch.Tensor:
-        """The N x 1 x H x W gate in [0, 1] that multiplies ``x``."""
+        """The N x 1 x H x W gate in [0, 1] that multiplies ``x``. In train mode the spatial dropout
+        is active, so call ``.eval()`` first for the deterministic map the deployed model uses."""
         return self.gate(self.score(self.drop(self.context(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
