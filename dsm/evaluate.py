@@ -9,6 +9,7 @@ Test-time augmentation (``flip``, ``tencrop``) is off unless asked for, and labe
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -105,15 +106,30 @@ def evaluate(
 ) -> dict:
     """JSON-ready metrics of a checkpoint on a prepared data set's split.
 
-    With ``protocol``, the split is rebuilt with the checkpoint's own run index, fold, seed and
-    validation fraction when it was trained under that protocol (``fold``/``run_index`` override).
+    On the data set the checkpoint was trained on, the split comes from its own protocol unless
+    ``protocol`` names another (meta.csv's split is not what a paper-random or k-fold model held
+    out); elsewhere (cross-data-set) from meta.csv. With a protocol, the split is rebuilt with the
+    checkpoint's own run index, fold, seed and validation fraction (``fold``/``run_index`` override).
+    Images the checkpoint trained on that fall in the split are counted (``overlap_with_training``)
+    and warned about.
     """
     model, info = load_model(checkpoint, device)
     prepared = load_prepared(data)
+    cfg = info.get("config") or {}
+    own_data = info.get("dataset") == prepared.manifest.get("dataset") and bool(cfg.get("protocol"))
+    protocol = protocol or (cfg["protocol"] if own_data else None)
     opts = split_options(info, protocol, fold, run_index)
     idx = select_split(prepared, split, protocol, **opts)
     if len(idx) == 0:
         raise ValueError(f"{data}: split {split!r} is empty")
+    overlap = 0
+    if own_data and split not in ("train", "all"):
+        trained = select_split(prepared, "train", cfg["protocol"], **split_options(info, cfg["protocol"], None, None))
+        overlap = int(np.isin(idx, trained).sum())
+        if overlap:
+            warnings.warn(
+                f"{checkpoint}: {overlap} of the {len(idx)} {split} images were in its training split", stacklevel=2
+            )
     images = torch.from_numpy(np.ascontiguousarray(prepared.images[idx]))
     probs = predict_proba(model, images, info["input"]["channels"], info["input"]["size"], tta, device, batch_size)
     model_classes, data_classes = list(info["classes"]), prepared.classes
@@ -124,6 +140,7 @@ def evaluate(
     scorable = np.isin(y_true, [union.index(c) for c in model_classes])
     metrics = classification_metrics(y_true[scorable], y_pred[scorable], union)
     metrics |= {
+        "overlap_with_training": overlap,
         "accuracy_all": float((y_true == y_pred).mean()),
         "unscorable": {c: int(sum(t == c for t in true_names)) for c in data_classes if c not in model_classes},
         "classes_only_in_data": [c for c in data_classes if c not in model_classes],

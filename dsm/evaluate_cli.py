@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import warnings
 
 from dsm.checkpoint import RELEASED, CheckpointError
 from dsm.data.format import DataError
-from dsm.errors import fail
+from dsm.errors import fail, one_line
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,8 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--protocol",
         default=None,
-        help="take the split from a protocol (official, paper-random, kfold) instead of meta.csv; its run index, "
-        "fold, seed and validation fraction are the checkpoint's own when it was trained under that protocol",
+        help="take the split from this protocol (official, paper-random, kfold); default: the checkpoint's own on the "
+        "data set it was trained on, meta.csv's split on another; run index, fold, seed and validation fraction are "
+        "the checkpoint's own when it was trained under that protocol",
     )
     p.add_argument("--fold", type=int, default=None, help="kfold: this fold instead of the checkpoint's")
     p.add_argument("--run-index", type=int, default=None, help="paper-random: this run instead of the checkpoint's")
@@ -35,19 +38,23 @@ def run(args: argparse.Namespace) -> int:
         pick_device(args.device)
     except RuntimeError as e:
         return fail(f"--device {args.device}: {e}")
-    try:
-        metrics = evaluate(
-            args.checkpoint,
-            args.data,
-            args.split,
-            args.tta,
-            args.device,
-            args.batch_size,
-            args.protocol,
-            args.fold,
-            args.run_index,
-        )
-    except (CheckpointError, DataError, ValueError) as e:
-        return fail(e)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            metrics = evaluate(
+                args.checkpoint,
+                args.data,
+                args.split,
+                args.tta,
+                args.device,
+                args.batch_size,
+                args.protocol,
+                args.fold,
+                args.run_index,
+            )
+        except (CheckpointError, DataError, ValueError) as e:
+            return fail(e)
+    for w in caught:  # one line each, on stderr: stdout stays the JSON
+        print(f"warning: {one_line(w.message)}", file=sys.stderr)
     print(json.dumps(metrics))
     return 0

@@ -64,6 +64,8 @@ class RunRecord:
     started: str
     epochs: list[dict[str, Any]] = field(default_factory=list)
     status: str = "running"
+    # the epochs' training-loop time summed: no validation, checkpoint writing or final test, no time between
+    # processes, but a pause of the process within an epoch counts
     wall_time_s: float = 0.0
     best_epoch: int | None = None
     stopped_early: bool = False
@@ -72,6 +74,9 @@ class RunRecord:
     finished: str | None = None
     world_size: int = 1
     ddp_param_max_abs_diff: float | None = None  # across ranks at the end: 0 when DDP kept them in sync
+    # each time the run was resumed: from which epoch, with which code, versions and device (git_commit,
+    # versions and device above are the first process's)
+    resumes: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def start(cls, cfg: TrainConfig, data: Any, splits: Any, device: str) -> RunRecord:
@@ -104,6 +109,20 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def resumed(self, epoch: int, device: str) -> None:
+        """Note a resume at ``epoch``: a run may continue under other code or on another machine."""
+        from dsm.bench import device_name
+
+        self.resumes.append(
+            {
+                "epoch": epoch,
+                "git_commit": git_commit(),
+                "versions": {"dsm": _version(), "torch": torch.__version__, "timm": timm.__version__},
+                "device": device_name(device),
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+        )
 
     def add_epoch(self, row: dict[str, Any]) -> None:
         self.epochs.append(row)

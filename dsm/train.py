@@ -224,6 +224,7 @@ class Trainer:
         torch.set_rng_state(tensors["rng.torch"])
         self.state = info["state"]
         self.record = RunRecord.from_dict({**info["record"], "config": self.cfg.to_dict()})
+        self.record.resumed(self.state["epoch"], self.device)
         if self.state["best_epoch"] == self.state["epoch"] and self.rank == 0 and not self._best_is_current():
             self.save_best()  # the run stopped between writing last and best: last holds the best weights
         return True
@@ -286,7 +287,12 @@ class Trainer:
             xb, target = self.make_batch(idx)
             lr = lr_at(cfg, self.state["step"], self.total_steps, self.steps_per_epoch)
             logits, loss = self.train_step(xb, target, lr)
-            loss_sum += float(loss) * len(idx)
+            if not math.isfinite(value := float(loss)):  # before any checkpoint: last.* keeps the last good epoch
+                raise FloatingPointError(
+                    f"{self.out}: training loss is {value} at epoch {epoch + 1}, step {i + 1}; the run stopped "
+                    "(lower the learning rate, or check the data)"
+                )
+            loss_sum += value * len(idx)
             correct += int((logits.argmax(1) == y[idx]).sum())
             seen += len(idx)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.2e}")
@@ -322,6 +328,8 @@ class Trainer:
             epoch = self.state["epoch"]
             row = {"epoch": epoch + 1, **self.train_epoch(epoch)}
             val = self.validate()
+            if not math.isfinite(val["loss"]):
+                raise FloatingPointError(f"{self.out}: validation loss is {val['loss']} after epoch {epoch + 1}")
             row |= {"val_loss": val["loss"], "val_acc": val["accuracy"], "val_balanced_acc": val["balanced_accuracy"]}
             self.state["epoch"] = epoch + 1
             improved = val["accuracy"] > self.state["best_val_acc"]

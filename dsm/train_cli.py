@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.resume and (Path(cfg.out) / "last.json").is_file():
             return fail(f"{cfg.out} already holds a run; pass --resume to continue it or a new --out")
         record = train(cfg, resume=args.resume)
-    except DataError as e:
+    except (DataError, FloatingPointError) as e:  # bad data, or a diverged run (it stops before a checkpoint)
         return fail(e)
     test = record["test_metrics"] or {}
     print(

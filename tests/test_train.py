@@ -113,6 +113,16 @@ def test_resume_after_kill_matches_uninterrupted_run(toy, tmp_path):
             torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
     assert resumed["test_metrics"]["accuracy"] == full["test_metrics"]["accuracy"]
     assert resumed["epochs"][-1]["train_loss"] == pytest.approx(full["epochs"][-1]["train_loss"], abs=1e-6)
+    (resume,) = resumed["resumes"]  # who continued the run, from where
+    assert resume["epoch"] == 2 and resume["device"].startswith("cpu") and set(resume) >= {"git_commit", "time"}
+    assert full["resumes"] == []
+
+
+def test_a_diverged_run_stops_before_writing_a_checkpoint(toy, tmp_path):
+    cfg = _cfg(toy, tmp_path / "nan", lr=1e30, epochs=2)
+    with pytest.raises(FloatingPointError, match=r"nan: training loss is nan at epoch 1, step \d+; the run stopped"):
+        train(cfg, show_progress=False)
+    assert load_run(tmp_path / "nan")["status"] == "running" and not (tmp_path / "nan" / "best.json").exists()
 
 
 def test_resume_repairs_a_stop_between_last_and_best(toy, tmp_path):
@@ -254,8 +264,13 @@ def test_evaluate_rebuilds_a_protocol_split_with_the_checkpoints_own_settings(to
     assert m["split_options"] == {"run_index": 3, "fold": None, "val_fraction": 0.1, "seed": 2}
     assert m["n"] == len(own.test) and m["accuracy"] == pytest.approx(run["test_metrics"]["accuracy"])
     assert m["confusion_matrix"] == run["test_metrics"]["confusion_matrix"]
-    other = evaluate(tmp_path / "r" / "best", toy, split="test", protocol="paper-random", run_index=1)
+    assert m["overlap_with_training"] == 0
+    default = evaluate(tmp_path / "r" / "best", toy, split="test")  # its own protocol by default, not meta.csv's
+    assert default["protocol"] == "paper-random" and default["n"] == m["n"] and default["accuracy"] == m["accuracy"]
+    with pytest.warns(UserWarning, match=r"\d+ of the \d+ test images were in its training split"):
+        other = evaluate(tmp_path / "r" / "best", toy, split="test", protocol="paper-random", run_index=1)
     assert other["split_options"]["run_index"] == 1 and other["split_options"]["seed"] == 2
+    assert other["overlap_with_training"] == len(set(make_splits(toy, "paper-random").test) & set(own.train)) > 0
 
 
 def test_cli_train_evaluate_summarize(toy, tmp_path, capsys):
