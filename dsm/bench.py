@@ -20,9 +20,10 @@ import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -188,10 +189,32 @@ def compare(
         )
     if measure_latency:
         shapes = [(1, c.in_chans, c.input_size, c.input_size) for c in configs]
+        cond = conditions()
         for res, (med, iqr) in zip(results, latency(fused, shapes, device, runs, warmup, threads), strict=True):
             res.latency_ms_median, res.latency_ms_iqr, res.latency_runs = med, iqr, runs
             res.device, res.threads = device_name(device), torch.get_num_threads()
+            res.extra["conditions"] = cond
     return results
+
+
+def conditions() -> dict[str, Any]:
+    """When, with which code and on how quiet a machine a timing starts: a latency is only comparable
+    within one run, and a page citing it must say which run (``describe_conditions``)."""
+    from dsm.runs import git_commit
+
+    busy = cpu_busy()
+    return {"commit": git_commit(), "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu_busy": busy}
+
+
+def describe_conditions(cond: Mapping[str, Any] | None) -> str:
+    """One sentence for a caption, from ``conditions()``; empty when there are none."""
+    if not cond:
+        return ""
+    commit = (cond.get("commit") or "unknown")[:7] + ("+dirty" if "+dirty" in (cond.get("commit") or "") else "")
+    return (
+        f"Timed at {cond['measured']} with code {commit}; other processes used {cond['cpu_busy']:.0%} of the "
+        "CPU just before."
+    )
 
 
 # --- runtimes and the whole prediction pipeline ---------------------------------------
@@ -258,6 +281,7 @@ def _runtime_latency(
 ) -> list[dict]:
     threads = torch.get_num_threads()
     results: list[dict] = []
+    cond = conditions()
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path, onnx_error = None, None
         if "onnxruntime" in backends:
@@ -272,7 +296,7 @@ def _runtime_latency(
             rows, timers = [], []
             for backend in backends:
                 row = {"backend": backend, "batch": batch, "input": "x".join(map(str, chw)), "threads": threads}
-                row |= {"available": True, "reason": "", "runs": runs}
+                row |= {"available": True, "reason": "", "runs": runs, "conditions": cond}
                 try:
                     if backend == "onnxruntime" and onnx_error:
                         raise RuntimeError(f"ONNX export failed: {onnx_error}")

@@ -294,6 +294,17 @@ def bench_table(results: Sequence[Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def bench_caption(results: Sequence[Any]) -> str:
+    """Markdown: where, when and how ``dsm.bench.compare`` timed ``results`` (one interleaved run)."""
+    from dsm.bench import describe_conditions
+
+    d = results[0].to_dict() if hasattr(results[0], "to_dict") else dict(results[0])
+    return (
+        f"Measured on {d['device']}; median and inter-quartile range of {d['latency_runs']} timed runs per "
+        f"configuration, batch 1. {describe_conditions(d['extra'].get('conditions'))}"
+    ).rstrip()
+
+
 def plot_accuracy_latency(points: pd.DataFrame, title: str = "") -> Figure:
     """Accuracy (mean ± std over runs) against batch-1 latency; ``points`` from
     ``dsm.study.Experiment.accuracy_latency`` (columns label, latency_ms, accuracy, accuracy_std, macs)."""
@@ -422,7 +433,7 @@ def runtime_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 def runtime_caption(rows: Sequence[Mapping[str, Any]], warmup: int | None = None) -> str:
     """Markdown: where and how ``dsm.bench.runtime_latency`` measured ``rows``."""
-    from dsm.bench import device_name
+    from dsm.bench import describe_conditions, device_name
 
     threads = sorted({int(r["threads"]) for r in rows})
     runs = max((int(r.get("runs") or 0) for r in rows), default=0)
@@ -433,8 +444,8 @@ def runtime_caption(rows: Sequence[Mapping[str, Any]], warmup: int | None = None
     return (
         f"Measured on **{device}** (PyTorch and onnxruntime alike); backends {backends}; batch {batches}. "
         f"Median and inter-quartile range of {runs} timed forward passes per row{after}, the backends of one "
-        "batch size taking turns run by run."
-    )
+        f"batch size taking turns run by run. {describe_conditions(rows[0].get('conditions') if rows else None)}"
+    ).rstrip()
 
 
 # --- attention maps --------------------------------------------------------------------------------

@@ -222,9 +222,11 @@ def test_a_longer_schedule_shares_its_network_latency(tmp_path, monkeypatch):
     assert longer.network == study.Variant.make() and longer.network.name == "dsm"
     summary = pd.DataFrame(
         {"variant": ["dsm", "none", longer.name], "accuracy_mean": [0.60, 0.59, 0.65], "accuracy_std": [0.01, 0, 0],
-         "balanced_accuracy_mean": [0.5, 0.5, 0.55], "n_runs": [3, 1, 1]}
+         "balanced_accuracy_mean": [0.5, 0.5, 0.55], "n_runs": [3, 1, 1],
+         "runs": [[exp.runs_dir / "dsm" / f"seed{i}" for i in range(3)], [exp.runs_dir / "none" / "seed0"],
+                  [exp.runs_dir / longer.name / "seed0"]]}
     )  # fmt: skip
-    monkeypatch.setattr(exp, "load", lambda variants: [])
+    monkeypatch.setattr(exp, "load", lambda variants, report_missing=False: [])
     monkeypatch.setattr(exp, "summary", lambda runs: summary)
     bench = [
         SimpleNamespace(name=f"{n}@1x48", modulator=m, latency_ms_median=t, macs=1e8, params_deploy=1e6)
@@ -234,6 +236,7 @@ def test_a_longer_schedule_shares_its_network_latency(tmp_path, monkeypatch):
     assert sorted(points.index) == ["dsm", longer.name, "none"]  # cbam has no finished run here
     assert points.loc[longer.name, "latency_ms"] == points.loc["dsm", "latency_ms"] == 4.2
     assert points.loc[longer.name, "accuracy"] == 0.65 and points.loc["none", "latency_ms"] == 3.8
+    assert points.loc["dsm", "run records"] == "dsm/seed0/run.json, dsm/seed1/run.json, dsm/seed2/run.json"
 
 
 def test_targets_report_says_met_or_not_from_the_runs(tmp_path, monkeypatch):

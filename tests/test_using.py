@@ -87,7 +87,11 @@ def test_runtime_table_and_caption():
     assert table["note"][1] == "not available: RuntimeError: no compiler" and table["images / s"].isna()[1]
     caption = viz.runtime_caption([ok, failed], warmup=2)
     assert "1 threads" in caption and "5 timed" in caption and "2 warm-up" in caption
-    assert "eager, compile" in caption
+    assert "eager, compile" in caption and "Timed at" not in caption  # rows without conditions
+    ok["conditions"] = {"commit": "0123456789abcdef+dirty", "measured": "2026-11-30 12:00 UTC", "cpu_busy": 0.02}
+    assert viz.runtime_caption([ok, failed]).endswith(
+        "Timed at 2026-11-30 12:00 UTC with code 0123456+dirty; other processes used 2% of the CPU just before."
+    )
 
 
 def test_show_image_in_true_colours():

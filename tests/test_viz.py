@@ -1,6 +1,7 @@
 """dsm.viz (plots, gate maps, Grad-CAM) and the experiment description of dsm.study."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ import dsm
 from dsm import viz
 from dsm.data.format import PreparedWriter, load_prepared
 from dsm.reproduce import write_toc
+from dsm.runs import git_commit
 from dsm.study import PROFILES, Experiment, Variant, design_variants
 
 CLASSES = ["neutral", "happiness", "sadness"]
@@ -217,6 +219,11 @@ def test_bench_table():
     table = viz.bench_table(res)
     assert table.loc[0, "modulator"] == "dsm" and table.loc[0, "MACs (M)"] > 0
     assert table.loc[0, "latency median (ms)"] > 0
+    caption = viz.bench_caption(res)  # where, when, with which code and how busy: the latency's record
+    commit = (git_commit() or "unknown")[:7]
+    assert "3 timed runs" in caption and f"with code {commit}" in caption
+    timed = r"Timed at \d{4}-\d\d-\d\d \d\d:\d\d UTC with code \S+; other processes used \d+% of the CPU"
+    assert re.search(timed, caption)
 
 
 def test_variants_drop_paper_defaults():
