@@ -2,8 +2,12 @@
 
 Convention: MACs are the multiply-accumulates of convolutions, linear layers and
 matmuls as counted by fvcore's ``FlopCountAnalysis`` (one fused multiply-add = 1);
-element-wise ops (gates, activations, BN in eval) are not counted. FLOPs = 2 x MACs.
-Latency is measured on the re-parameterised eval model, batch 1, after warm-up,
+element-wise ops, pooling and BN are not counted (fvcore would count BN and adaptive
+pooling but not ``mean`` or ``mul``: those handles are switched off so every modulator is
+counted alike), and the ops fvcore skips are recorded per result. FLOPs = 2 x MACs.
+The deployed model is the re-parameterised eval model with every remaining Conv->BN pair
+folded (``dsm.reparam.fold_batchnorm``); the BN layers it still runs are recorded.
+Latency is measured on the deployed model, batch 1, after warm-up,
 as median and inter-quartile range over ``runs`` timed forward passes (CUDA events
 on a GPU). ``compare`` interleaves the configs run by run so that a noisy machine
 slows all of them alike and their ratios stay trustworthy.
@@ -15,12 +19,13 @@ measures the whole ``dsm predict`` pipeline (face detection + classification) on
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import statistics
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +38,7 @@ with warnings.catch_warnings():  # fvcore scripts a helper with torch.jit at imp
     from fvcore.nn import FlopCountAnalysis
 
 from dsm.registry import create_model
-from dsm.reparam import reparameterize
+from dsm.reparam import batchnorm_left, fold_batchnorm, reparameterize
 
 
 @dataclass
@@ -79,14 +84,35 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
-    """fvcore MACs of one forward pass at ``input_shape`` (N, C, H, W)."""
+# counted by fvcore by default but outside the convention (see the module docstring)
+_NOT_COUNTED = (
+    "aten::batch_norm",
+    "aten::adaptive_avg_pool2d",
+    "aten::adaptive_avg_pool1d",
+    "aten::upsample_nearest2d",
+)
+
+
+def _no_macs(inputs: object, outputs: object) -> int:
+    return 0
+
+
+def mac_analysis(model: nn.Module, input_shape: Sequence[int]) -> tuple[int, dict[str, int]]:
+    """fvcore MACs of one forward pass at ``input_shape`` (N, C, H, W), and the ops it did not count
+    (op -> calls), which the convention leaves out but a reader should be able to see."""
     model = model.eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # fvcore's use of torch.jit
         analysis = FlopCountAnalysis(model, torch.zeros(*input_shape))
+        analysis.set_op_handle(**dict.fromkeys(_NOT_COUNTED, _no_macs))  # a None handle would not replace fvcore's
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        return int(analysis.total())
+        total = int(analysis.total())
+        return total, dict(sorted(analysis.unsupported_ops().items()))
+
+
+def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """fvcore MACs of one forward pass at ``input_shape`` (N, C, H, W), under the module's convention."""
+    return mac_analysis(model, input_shape)[0]
 
 
 def device_name(device: torch.device | str, threads: int | None = None) -> str:
@@ -125,6 +151,18 @@ def _timer(fn: Callable[[], object], device: torch.device) -> Callable[[], float
     return run_cpu
 
 
+@contextlib.contextmanager
+def _threads(n: int | None) -> Iterator[int]:
+    """PyTorch's CPU threads set to ``n`` (when given) for the block, and put back afterwards."""
+    previous = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _summary(times: list[float]) -> tuple[float, float]:
     q1, med, q3 = statistics.quantiles(times, n=4, method="inclusive")
     return med, q3 - q1
@@ -139,9 +177,13 @@ def latency(
     threads: int | None = None,
 ) -> list[tuple[float, float]]:
     """(median ms, IQR ms) per model, timing the models interleaved run by run."""
-    device = torch.device(device)
-    if threads:
-        torch.set_num_threads(threads)
+    with _threads(threads):
+        return _latency(models, input_shapes, torch.device(device), runs, warmup)
+
+
+def _latency(
+    models: Sequence[nn.Module], input_shapes: Sequence[Sequence[int]], device: torch.device, runs: int, warmup: int
+) -> list[tuple[float, float]]:
     timers = []
     for model, shape in zip(models, input_shapes, strict=True):
         model = model.eval().to(device)
@@ -170,9 +212,9 @@ def compare(
     results, fused = [], []
     for cfg in configs:
         model = cfg.build()
-        deployed = reparameterize(model)
+        deployed = fold_batchnorm(reparameterize(model))
         shape = (1, cfg.in_chans, cfg.input_size, cfg.input_size)
-        macs = count_macs(deployed, shape)
+        macs, skipped = mac_analysis(deployed, shape)
         fused.append(deployed)
         results.append(
             BenchResult(
@@ -185,6 +227,7 @@ def compare(
                 params_deploy=count_params(deployed),
                 macs=macs,
                 flops=2 * macs,
+                extra={"ops_not_counted": skipped, "batchnorm_left": batchnorm_left(deployed)},
             )
         )
     if measure_latency:
@@ -192,7 +235,7 @@ def compare(
         cond = conditions()
         for res, (med, iqr) in zip(results, latency(fused, shapes, device, runs, warmup, threads), strict=True):
             res.latency_ms_median, res.latency_ms_iqr, res.latency_runs = med, iqr, runs
-            res.device, res.threads = device_name(device), torch.get_num_threads()
+            res.device, res.threads = device_name(device, threads), threads or torch.get_num_threads()
             res.extra["conditions"] = cond
     return results
 
@@ -267,13 +310,8 @@ def runtime_latency(
     that cannot run here (torch.compile without a working C compiler, say) is reported with
     ``available: False`` and the reason instead of failing the benchmark.
     """
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with _threads(threads):
         return _runtime_latency(model.eval().cpu(), tuple(input_shape[-3:]), backends, batches, runs, warmup)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _runtime_latency(
@@ -344,50 +382,51 @@ def pipeline_fps(
 
     if every_n < 1 or max_side < 48:
         raise ValueError(f"every_n must be >= 1 and max_side >= 48 (got {every_n} and {max_side})")
-    if threads:
-        torch.set_num_threads(threads)
-    pred = Predictor(checkpoint, device, FaceDetector(max_side=max_side))
-    total, _ = video_info(video)
-    n_expected = -(-total // every_n) if total else None
-    if max_frames and n_expected:
-        n_expected = min(n_expected, max_frames)
-    detect_ms, classify_ms, faces, size = [], [], 0, None
-    start = time.perf_counter()
-    bar = tqdm(total=n_expected or max_frames, desc=Path(video).name, unit="frame", disable=None if progress else True)
-    for _, frame in video_frames(video, every_n):
-        t0 = time.perf_counter()
-        boxes = pred.detect(frame)
-        t1 = time.perf_counter()
-        faces += len(pred.predict_boxes(frame, boxes))
-        t2 = time.perf_counter()
-        detect_ms.append((t1 - t0) * 1e3)
-        classify_ms.append((t2 - t1) * 1e3)
-        size = f"{frame.shape[1]}x{frame.shape[0]}"
-        bar.update()
-        if max_frames and len(detect_ms) >= max_frames:
-            break
-    bar.close()
-    wall = time.perf_counter() - start
-    n = len(detect_ms)
-    if n == 0:
-        raise ValueError(f"{video}: no frame could be read")
-    busy = (sum(detect_ms) + sum(classify_ms)) / 1e3
-    return {
-        "video": str(video),
-        "frame_size": size,
-        "frames": n,
-        "faces": faces,
-        "fps": n / busy,
-        "fps_with_decode": n / wall,
-        "detect_ms_median": statistics.median(detect_ms),
-        "classify_ms_median": statistics.median(classify_ms),
-        "detector": pred.detector.backend,
-        "model_input": f"{pred.channels}x{pred.size}",
-        "device": device_name(device),
-        "every_n_frames": every_n,
-        "detect_max_side": max_side,
-        "detect_longer_side": min(max_side, max(frame.shape[:2])),  # what the detector saw: small frames are not grown
-    }
+    with _threads(threads):
+        pred = Predictor(checkpoint, device, FaceDetector(max_side=max_side))
+        total, _ = video_info(video)
+        n_expected = -(-total // every_n) if total else None
+        if max_frames and n_expected:
+            n_expected = min(n_expected, max_frames)
+        detect_ms, classify_ms, faces, size = [], [], 0, None
+        start = time.perf_counter()
+        total_frames, disable = n_expected or max_frames, None if progress else True
+        bar = tqdm(total=total_frames, desc=Path(video).name, unit="frame", disable=disable)
+        for _, frame in video_frames(video, every_n):
+            t0 = time.perf_counter()
+            boxes = pred.detect(frame)
+            t1 = time.perf_counter()
+            faces += len(pred.predict_boxes(frame, boxes))
+            t2 = time.perf_counter()
+            detect_ms.append((t1 - t0) * 1e3)
+            classify_ms.append((t2 - t1) * 1e3)
+            size = f"{frame.shape[1]}x{frame.shape[0]}"
+            bar.update()
+            if max_frames and len(detect_ms) >= max_frames:
+                break
+        bar.close()
+        wall = time.perf_counter() - start
+        n = len(detect_ms)
+        if n == 0:
+            raise ValueError(f"{video}: no frame could be read")
+        busy = (sum(detect_ms) + sum(classify_ms)) / 1e3
+        return {
+            "video": str(video),
+            "frame_size": size,
+            "frames": n,
+            "faces": faces,
+            "fps": n / busy,
+            "fps_with_decode": n / wall,
+            "detect_ms_median": statistics.median(detect_ms),
+            "classify_ms_median": statistics.median(classify_ms),
+            "detector": pred.detector.backend,
+            "model_input": f"{pred.channels}x{pred.size}",
+            "device": device_name(device),
+            "every_n_frames": every_n,
+            "detect_max_side": max_side,
+            # what the detector saw: small frames are not grown
+            "detect_longer_side": min(max_side, max(frame.shape[:2])),
+        }
 
 
 def cpu_busy(seconds: float = 0.5) -> float:

@@ -289,6 +289,7 @@ def bench_table(results: Sequence[Any]) -> pd.DataFrame:
                 "MACs (M)": round(d["macs"] / 1e6, 2),
                 "latency median (ms)": None if d["latency_ms_median"] is None else round(d["latency_ms_median"], 3),
                 "latency IQR (ms)": None if d["latency_ms_iqr"] is None else round(d["latency_ms_iqr"], 3),
+                "BN left": d["extra"].get("batchnorm_left"),
             }
         )
     return pd.DataFrame(rows)
@@ -298,11 +299,15 @@ def bench_caption(results: Sequence[Any]) -> str:
     """Markdown: where, when and how ``dsm.bench.compare`` timed ``results`` (one interleaved run)."""
     from dsm.bench import describe_conditions
 
-    d = results[0].to_dict() if hasattr(results[0], "to_dict") else dict(results[0])
+    ds = [r.to_dict() if hasattr(r, "to_dict") else dict(r) for r in results]
+    d, skipped = ds[0], sorted({op for r in ds for op in r["extra"].get("ops_not_counted", {})})
+    ops = ", ".join(op.removeprefix("aten::") for op in skipped)
     return (
         f"Measured on {d['device']}; median and inter-quartile range of {d['latency_runs']} timed runs per "
-        f"configuration, batch 1. {describe_conditions(d['extra'].get('conditions'))}"
-    ).rstrip()
+        f"configuration, batch 1. {describe_conditions(d['extra'].get('conditions'))} "
+        + (f"Ops fvcore did not count as MACs (element-wise, by the convention): {ops}. " if ops else "")
+        + "BN left: BatchNorm layers the deployed model still runs after re-parameterisation and Conv-BN folding."
+    )
 
 
 def plot_accuracy_latency(points: pd.DataFrame, title: str = "") -> Figure:

@@ -110,3 +110,44 @@ def test_importing_bench_prints_no_warning():
     """fvcore's import-time torch.jit FutureWarning would make every `dsm bench` error two lines longer."""
     done = subprocess.run([sys.executable, "-W", "default", "-c", "import dsm.bench"], capture_output=True, text=True)
     assert done.returncode == 0 and done.stderr == ""
+
+
+def test_deployed_models_fold_every_conv_bn_pair():
+    """Competitors are deployed as fairly as DSM: timm's ResNet and the BN inside CBAM/BAM/CA/GAM are folded."""
+    from dsm.reparam import batchnorm_left, fold_batchnorm, reparameterize
+
+    for name, kwargs in (("timm:resnet18", {}), ("dsm_net", {"modulator": "bam"}), ("dsm_net", {"modulator": "ca"})):
+        model = dsm.create_model(name, in_chans=1, **kwargs).eval()
+        folded = fold_batchnorm(reparameterize(model))
+        assert batchnorm_left(model) > 0 and batchnorm_left(folded) == 0, name
+        x = torch.randn(2, 1, 48, 48)
+        with torch.no_grad():
+            torch.testing.assert_close(folded(x), model(x), atol=1e-4, rtol=1e-4)
+
+    class Untraceable(torch.nn.Sequential):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x) if x.sum() > 0 else x  # data-dependent control flow: fx cannot trace it
+
+    untraceable = Untraceable(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    assert fold_batchnorm(untraceable) is untraceable and batchnorm_left(untraceable) == 1
+
+
+def test_mac_convention_counts_conv_linear_matmul_only():
+    from dsm.bench import mac_analysis
+
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    net = torch.nn.Sequential(conv, torch.nn.BatchNorm2d(8), torch.nn.AdaptiveAvgPool2d(1))
+    macs, _ = mac_analysis(net, (1, 3, 16, 16))
+    assert macs == 3 * 8 * 9 * 16 * 16  # the conv only: BN and pooling are outside the convention
+    res = compare([BenchConfig("dsm_net", "simam", 48, 1, 7)], measure_latency=False)[0]
+    assert res.extra["batchnorm_left"] == 0 and res.extra["ops_not_counted"]  # SimAM is element-wise: named
+
+
+def test_latency_puts_the_thread_count_back():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        latency([torch.nn.Conv2d(1, 1, 3)], [(1, 1, 8, 8)], runs=2, warmup=1, threads=1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
