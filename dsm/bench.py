@@ -152,7 +152,7 @@ def _timer(fn: Callable[[], object], device: torch.device) -> Callable[[], float
 
 
 @contextlib.contextmanager
-def _threads(n: int | None) -> Iterator[int]:
+def torch_threads(n: int | None) -> Iterator[int]:
     """PyTorch's CPU threads set to ``n`` (when given) for the block, and put back afterwards."""
     previous = torch.get_num_threads()
     if n:
@@ -177,7 +177,7 @@ def latency(
     threads: int | None = None,
 ) -> list[tuple[float, float]]:
     """(median ms, IQR ms) per model, timing the models interleaved run by run."""
-    with _threads(threads):
+    with torch_threads(threads):
         return _latency(models, input_shapes, torch.device(device), runs, warmup)
 
 
@@ -310,7 +310,7 @@ def runtime_latency(
     that cannot run here (torch.compile without a working C compiler, say) is reported with
     ``available: False`` and the reason instead of failing the benchmark.
     """
-    with _threads(threads):
+    with torch_threads(threads):
         return _runtime_latency(model.eval().cpu(), tuple(input_shape[-3:]), backends, batches, runs, warmup)
 
 
@@ -382,7 +382,7 @@ def pipeline_fps(
 
     if every_n < 1 or max_side < 48:
         raise ValueError(f"every_n must be >= 1 and max_side >= 48 (got {every_n} and {max_side})")
-    with _threads(threads):
+    with torch_threads(threads):
         pred = Predictor(checkpoint, device, FaceDetector(max_side=max_side))
         total, _ = video_info(video)
         n_expected = -(-total // every_n) if total else None

@@ -32,7 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         parser.parse_args(argv)  # prints help or the "invalid choice" error
         return 2
-    module = importlib.import_module(COMMANDS[argv[0]][0])
+    try:
+        module = importlib.import_module(COMMANDS[argv[0]][0])
+    except ModuleNotFoundError as e:  # an optional extra: onnx for export, papermill for reproduce
+        extra = {"onnx": "onnx", "onnxruntime": "onnx", "papermill": "book", "nbformat": "book"}.get(e.name or "")
+        if extra is None:
+            raise
+        print(f"dsm {argv[0]}: needs {e.name}: pip install 'dsm[{extra}]'", file=sys.stderr)
+        return 2
     cmd_parser = argparse.ArgumentParser(prog=f"dsm {argv[0]}", description=COMMANDS[argv[0]][1])
     module.add_arguments(cmd_parser)
     return int(module.run(cmd_parser.parse_args(argv[1:])) or 0)

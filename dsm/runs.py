@@ -32,10 +32,15 @@ _REPO = Path(__file__).resolve().parents[1]
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 
 
+GENERATED = ("book/results", "book/_toc.yml", "book/figures", "runs")  # written by dsm reproduce
+
+
 @functools.cache
 def git_commit() -> str | None:
     """HEAD of the checkout dsm runs from, with ``+dirty`` when it has uncommitted changes.
 
+    What ``dsm reproduce`` itself writes (the executed notebooks, the table of contents, the
+    figures, run records) does not count: a fresh clone's own reproduction is not "dirty".
     Asked once per process: a long ``dsm reproduce --train-only`` runs the code it loaded at its start,
     so later runs of that process must name that commit, not one HEAD has moved to since."""
     try:
@@ -43,7 +48,7 @@ def git_commit() -> str | None:
         if head.returncode != 0:
             return None
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *(f":!{p}" for p in GENERATED)],
             cwd=_REPO,
             capture_output=True,
             text=True,

@@ -23,14 +23,14 @@ import inspect
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from dsm.bench import BenchConfig, cpu_busy
+from dsm.bench import BenchConfig, cpu_busy, torch_threads
 from dsm.config import TrainConfig, recipe
 from dsm.registry import create_model, list_modulators
 
@@ -480,7 +480,7 @@ class Experiment:
                     open(log_path, "a") as f,
                     contextlib.redirect_stdout(f),
                     contextlib.redirect_stderr(f),
-                    _torch_threads(threads),
+                    torch_threads(threads),
                 ):
                     print(f"== {cfg.out} ({time.strftime('%Y-%m-%d %H:%M:%S')}, threads {threads or 'default'})")
                     run = run or run_or_load(cfg)  # a finished run is not looked up twice
@@ -700,19 +700,6 @@ def _train_threads(policy: int | str | None) -> int | None:
     if policy != "auto":
         return policy if isinstance(policy, int) else None
     return 1 if (os.cpu_count() or 1) > 1 and cpu_busy() > 0.25 else None
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    import torch
-
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def banner(dataset: str) -> str:

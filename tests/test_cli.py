@@ -103,3 +103,47 @@ def test_reproduce_reports_bad_flags_in_one_line(capsys):
     assert err.startswith("dsm reproduce: --notebooks: unknown ['nosuchpage']") and err.count("\n") == 1
     assert main(["reproduce", "--compile"]) == 2
     assert "--threads and --compile apply to --train-only" in capsys.readouterr().err
+
+
+def test_a_missing_extra_is_named_with_its_install_command(monkeypatch, capsys):
+    import builtins
+    import sys
+
+    real_import = builtins.__import__
+
+    def no_onnx(name, *args, **kwargs):
+        if name == "onnx" or name.startswith("onnx."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "dsm.export_cli", raising=False)
+    monkeypatch.delitem(sys.modules, "dsm.export", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    assert main(["export", "--onnx", "x.onnx"]) == 2
+    assert capsys.readouterr().err == "dsm export: needs onnx: pip install 'dsm[onnx]'\n"
+
+
+def test_the_commit_ignores_what_reproduce_writes(tmp_path, monkeypatch):
+    """A fresh clone's own `make reproduce` rewrites the committed executed notebooks: not '+dirty'."""
+    import subprocess
+
+    import dsm.runs
+
+    repo = tmp_path / "repo"
+    (repo / "book" / "results").mkdir(parents=True)
+    (repo / "dsm").mkdir()
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    for f in ("book/results/a.ipynb", "book/_toc.yml", "dsm/code.py"):
+        (repo / f).write_text("v1\n")
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    monkeypatch.setattr(dsm.runs, "_REPO", repo)
+    for f in ("book/results/a.ipynb", "book/_toc.yml"):
+        (repo / f).write_text("v2\n")
+    dsm.runs.git_commit.cache_clear()
+    assert not dsm.runs.git_commit().endswith("+dirty")
+    (repo / "dsm" / "code.py").write_text("v2\n")
+    dsm.runs.git_commit.cache_clear()
+    assert dsm.runs.git_commit().endswith("+dirty")
+    dsm.runs.git_commit.cache_clear()

@@ -148,6 +148,8 @@ def test_runtime_latency_reports_a_backend_that_cannot_run(monkeypatch):
 @pytest.mark.slow
 def test_runtime_latency_with_torch_compile():
     rows = runtime_latency(torch.nn.Conv2d(3, 4, 3), (3, 16, 16), backends=("compile",), batches=(1,), runs=2)
+    if not rows[0]["available"] and "compiler" in rows[0]["reason"].lower():
+        pytest.skip(f"no C++ compiler for torch.compile here: {rows[0]['reason']}")
     assert rows[0]["available"], rows[0]["reason"]
 
 

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,13 @@ def _make_prepared(out: Path, classes=CLASSES, n_per=(48, 12, 12), size=16, seed
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory) -> Path:
     return _make_prepared(tmp_path_factory.mktemp("data") / "toy")
+
+
+def _free_port() -> int:
+    """A port nothing listens on now: two test runs on one host must not share torchrun's rendezvous."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
@@ -338,7 +346,7 @@ def test_ddp_two_cpu_processes_stay_in_sync(toy, tmp_path):
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29571",
+        str(_free_port()),
         "-m",
         "dsm.train",
         "--data",
