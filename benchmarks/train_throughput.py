@@ -1,19 +1,27 @@
 """Training throughput on this machine: a naive per-image PIL/DataLoader loop vs the engine's variants.
 
-    python benchmarks/train_throughput.py --data DIR [--steps 20] [--threads N] [--out benchmarks/results/NAME]
+    python benchmarks/train_throughput.py --data DIR [--steps 20] [--repeats 3] [--threads N] [--out NAME]
 
 Each row is images/s of whole training steps of dsm_net (same model maths: training-form
 RepConv branches, AdamW) at the data set's native size. The baseline is what a
 straightforward PyTorch script does: a Dataset that converts each image with PIL and
-torchvision transforms, a DataLoader, NCHW tensors. The engine rows change one thing at
-a time (batched tensor input path, channels_last, batch size, torch.compile, threads).
-Writes a Markdown table and a JSON record (with git commit, device, data manifest hash).
+torchvision transforms, a DataLoader, NCHW tensors. The engine rows do the same work
+(horizontal flip and random erasing, no weight EMA) and change one thing at a time
+(batched tensor input path, channels_last, batch size, torch.compile); the last row is the
+``cpu`` recipe as it trains, with its affine augmentation and weight EMA on top. Every row
+is measured ``--repeats`` times, the rows in a rotated order each round so that a machine
+that gets busier slows all of them alike; the record gives the median and the range.
+Writes a Markdown table and a JSON record (command, git commit, torch version, device,
+data manifest hash, how busy the CPU was before), each through a temporary file.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -77,23 +85,29 @@ def naive_baseline(data_dir: str, steps: int, batch_size: int = 64, workers: int
     return seen / (time.perf_counter() - t0)
 
 
+NAIVE = "naive: PIL + DataLoader, NCHW, batch 64"
+SAME_WORK = {"crop_scale": 0.0, "rotation": 0.0, "ema_decay": None}  # the naive loop's augmentation, no EMA
 VARIANTS = [
-    ("engine: batched tensor input, NCHW, batch 64", {"channels_last": False, "batch_size": 64}),
-    ("+ channels_last", {"channels_last": True, "batch_size": 64}),
-    ("NCHW, batch 128", {"channels_last": False, "batch_size": 128}),
-    ("NCHW, batch 256", {"channels_last": False, "batch_size": 256}),
-    ("channels_last, batch 128 (the cpu recipe)", {"channels_last": True, "batch_size": 128}),
-    ("channels_last, batch 256", {"channels_last": True, "batch_size": 256}),
-    ("NCHW, batch 128, torch.compile", {"channels_last": False, "batch_size": 128, "compile": True}),
-    ("channels_last, batch 128, torch.compile", {"channels_last": True, "batch_size": 128, "compile": True}),
-    ("channels_last, batch 256, torch.compile", {"channels_last": True, "batch_size": 256, "compile": True}),
+    ("engine: batched tensor input, NCHW, batch 64", {"channels_last": False, "batch_size": 64, **SAME_WORK}),
+    ("+ channels_last", {"channels_last": True, "batch_size": 64, **SAME_WORK}),
+    ("channels_last, batch 128", {"channels_last": True, "batch_size": 128, **SAME_WORK}),
+    ("channels_last, batch 256", {"channels_last": True, "batch_size": 256, **SAME_WORK}),
+    ("channels_last, batch 128, torch.compile", {"batch_size": 128, "compile": True, **SAME_WORK}),
+    ("the cpu recipe as trained: + affine augmentation + weight EMA", {"compile": True}),
 ]
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=3, help="blocks of --steps per row, rows rotated each round")
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads for every row (default: torch's)")
     p.add_argument("--out", default="benchmarks/results/train_throughput")
@@ -103,31 +117,36 @@ def main() -> None:
     busy = cpu_busy(2.0)  # the fraction of the CPU other processes used just before: should be ~0
     prepared = load_prepared(args.data)
     size = int(prepared.manifest["image_size"][0])
-    rows = [
-        {"variant": "naive: PIL + DataLoader, NCHW, batch 64", "images_per_s": naive_baseline(args.data, args.steps)}
-    ]
-    print(rows[-1], flush=True)
-    for name, opts in VARIANTS:
-        if opts.get("compile") and args.no_compile:
-            continue
-        cfg = recipe("cpu", data=args.data, out="/tmp/dsm-throughput", input_size=size, device="cpu", **opts)
-        r = profile(cfg, steps=args.steps)
-        rows.append(
-            {
-                "variant": name,
-                "images_per_s": r["full_step_images_per_s"],
-                "model_only_images_per_s": r["model_only_images_per_s"],
-                "ratio": r["ratio"],
-            }
-        )
-        print(rows[-1], flush=True)
+    names = [NAIVE] + [n for n, o in VARIANTS if not (o.get("compile") and args.no_compile)]
+    blocks: dict[str, list[dict]] = {n: [] for n in names}
+    for round_ in range(args.repeats):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            if name == NAIVE:
+                blocks[name].append({"images_per_s": naive_baseline(args.data, args.steps)})
+            else:
+                opts = dict(VARIANTS)[name]
+                cfg = recipe("cpu", data=args.data, out="/tmp/dsm-throughput", input_size=size, device="cpu", **opts)
+                r = profile(cfg, steps=args.steps)
+                full, model_only = r["full_step_images_per_s"], r["model_only_images_per_s"]
+                blocks[name].append({"images_per_s": full, "model_only_images_per_s": model_only})
+            print(name, round_, blocks[name][-1], flush=True)
+    rows = []
+    for name in names:
+        full = [b["images_per_s"] for b in blocks[name]]
+        row = {"variant": name, "images_per_s": statistics.median(full), "min": min(full), "max": max(full)}
+        if "model_only_images_per_s" in blocks[name][0]:
+            row["model_only_images_per_s"] = statistics.median(b["model_only_images_per_s"] for b in blocks[name])
+            row["ratio"] = row["images_per_s"] / row["model_only_images_per_s"]
+        rows.append(row | {"blocks": full})
     base = rows[0]["images_per_s"]
     for r in rows:
         r["speedup_vs_naive"] = r["images_per_s"] / base
     record = {
-        "command": f"python benchmarks/train_throughput.py --data {args.data} --steps {args.steps}"
-        + (f" --threads {args.threads}" if args.threads else "")
-        + f" --out {args.out}",
+        "command": "python " + " ".join(["benchmarks/train_throughput.py", *sys.argv[1:]]),
+        "repeats": args.repeats,
+        "steps": args.steps,
+        "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu_busy_before": busy,
         "git_commit": git_commit(),
@@ -140,12 +159,16 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+    _write(out.with_suffix(".json"), json.dumps(record, indent=1) + "\n")
     lines = [
         f"# Training throughput, dsm_net, {prepared.manifest.get('dataset')} {size}x{size}, {record['device']}",
         "",
-        f"`{record['command']}` at commit `{record['git_commit']}`, {record['time']}; "
+        f"`{record['command']}` at commit `{record['git_commit']}`, {record['time']}; torch {record['torch']}, "
         f"{record['threads']} torch threads; other processes used {busy:.0%} of the CPU just before.",
+        "",
+        f"Images/s: median of {args.repeats} blocks of {args.steps} steps per row (range in brackets), the rows "
+        "taking turns in a rotated order. Rows above the last do the naive loop's work (flip, random erasing, "
+        "no EMA).",
         "",
         "| variant | images/s (full step) | model fwd+bwd+update only | ratio | speed-up vs naive |",
         "|---|---:|---:|---:|---:|",
@@ -153,8 +176,9 @@ def main() -> None:
     for r in rows:
         mo = f"{r['model_only_images_per_s']:.0f}" if "model_only_images_per_s" in r else ""
         ratio = f"{r['ratio']:.2f}" if "ratio" in r else ""
-        lines.append(f"| {r['variant']} | {r['images_per_s']:.0f} | {mo} | {ratio} | {r['speedup_vs_naive']:.2f}x |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+        ips = f"{r['images_per_s']:.0f} [{r['min']:.0f}–{r['max']:.0f}]"
+        lines.append(f"| {r['variant']} | {ips} | {mo} | {ratio} | {r['speedup_vs_naive']:.2f}x |")
+    _write(out.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -97,7 +97,10 @@ class TrainConfig:
 
 EXECUTION_FIELDS = ("data", "out", "device", "threads", "compile", "channels_last", "eval_batch_size")
 """Fields a resumed or reused run may change: where the data and the run live, and how fast it executes.
-They do not change what is computed (up to float rounding); the data itself is checked by manifest hash."""
+They do not change the model, the data (checked by manifest hash) or the recipe. On one device they change
+results only up to float rounding; moving a run between CPU and GPU also changes its random streams (the
+augmentation draws on the device) and, on a GPU, turns on bf16 autocast, so such a run is valid but not
+bit-reproducible: its record lists the device of every resume."""
 
 RECIPES: dict[str, dict[str, Any]] = {
     "default": {},
