@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dsm.errors import fail
+from dsm.errors import fail, one_line
 from dsm.study import PROFILES, DatasetInfo, Experiment, Profile, dataset_info, get_profile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -229,7 +229,11 @@ def reproduce_dataset(
     book_dir: Path,
     notebooks: Sequence[str] = NOTEBOOKS,
     train: bool = True,
+    failures: list[str] | None = None,
 ) -> list[Path]:
+    """Execute the data set's notebooks into ``book/results/<dataset>/``. With ``failures`` (a list), a
+    notebook that fails is named there and the others still run (``--no-train`` early in a study: a page
+    whose runs have not finished keeps its previous version); without, the first failure raises."""
     info = dataset_info(dataset)
     out_dir = book_dir / "results" / dataset
     params = {
@@ -244,7 +248,14 @@ def reproduce_dataset(
         t0 = time.perf_counter()
         print(f"[{dataset}] {name} ...", flush=True)
         title = f"{NOTEBOOK_TITLES[name]}: {info.title}"
-        done.append(execute_notebook(name, out_dir / f"{name}.ipynb", params, title))
+        try:
+            done.append(execute_notebook(name, out_dir / f"{name}.ipynb", params, title))
+        except Exception as e:
+            if failures is None:
+                raise
+            failures.append(f"{dataset}/{name}")
+            print(f"[{dataset}] {name} FAILED, previous page kept: {one_line(e)[-300:]}", flush=True)
+            continue
         print(f"[{dataset}] {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
     stale = out_dir / "not_prepared.md"
     if stale.exists():
@@ -418,6 +429,7 @@ def run(args: argparse.Namespace) -> int:
     if not (book_dir / "intro.md").is_file():
         return fail(f"{book_dir}: not the book's source directory (no intro.md)", "dsm reproduce")
     write_figures(book_dir)
+    failures: list[str] | None = [] if args.no_train else None  # training runs must not be skipped over
     for dataset in datasets:
         info = dataset_info(dataset)
         data_dir = data_dir_of(dataset)
@@ -431,7 +443,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"[{dataset}] skipped: {data_dir}/manifest.json not found; wrote {out_dir}/not_prepared.md")
             continue
         runs_dir = runs_root / dataset / profile.name
-        reproduce_dataset(dataset, profile, data_dir, runs_dir, book_dir, notebooks, train=not args.no_train)
+        reproduce_dataset(dataset, profile, data_dir, runs_dir, book_dir, notebooks, not args.no_train, failures)
     if USING in selected:
         from dsm.checkpoint import CheckpointError
 
@@ -442,6 +454,9 @@ def run(args: argparse.Namespace) -> int:
     write_toc(book_dir)
     rc = 0 if args.no_build else build_book(book_dir, strict=not args.no_strict)
     print(f"dsm reproduce: {time.perf_counter() - t_start:.0f} s, book {'built' if rc == 0 else 'FAILED'}", flush=True)
+    if failures:
+        print(f"dsm reproduce: notebooks failed, their previous pages kept: {', '.join(failures)}", flush=True)
+        return rc or 1
     return rc
 
 

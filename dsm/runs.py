@@ -308,6 +308,7 @@ def summarize(run_dirs: list[str | Path]) -> pd.DataFrame:
     if df.empty:
         return df
     agg: dict[str, Any] = {f"{m}_{s}": (m, s) for m in METRICS for s in ("mean", "std")}
+    agg["val_accuracy_mean"] = ("val_accuracy", "mean")  # what a row may be chosen by
     out = df.groupby(GROUP_BY, sort=False, dropna=False).agg(
         n_runs=("run_dir", "size"), **agg, runs=("run_dir", lambda s: list(s))
     )

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from dsm.bench import BenchConfig, cpu_busy, torch_threads
@@ -595,6 +596,16 @@ class Experiment:
 
         return load_model(Path(run["run_dir"]) / "best", device)
 
+    def split_indices(self, run: Mapping[str, Any], split: str = "test") -> np.ndarray:
+        """Indices of ``split`` as ``run`` saw it (its protocol, fold, run index and seed): a k-fold
+        model's test split is its fold, not meta.csv's ``test`` (empty on k-fold data sets)."""
+        from dsm.data.format import load_prepared
+        from dsm.evaluate import select_split, split_options
+
+        protocol = run["config"].get("protocol")
+        opts = split_options({"config": run["config"]}, protocol, None, None)
+        return select_split(load_prepared(self.data_dir), split, protocol, **opts)
+
     # efficiency
     def input_spec(self) -> tuple[int, int, int]:
         """(in_chans, input_size, num_classes) the runs of this experiment use."""
@@ -669,14 +680,16 @@ class Experiment:
         ]
         if summary.empty:
             return "\n".join([*lines, "- accuracy: no finished run of `dsm_net` + DSM yet"])
-        best = summary.loc[summary["accuracy_mean"].idxmax()]
+        best = summary.loc[summary["val_accuracy_mean"].idxmax()]  # chosen on validation, like a checkpoint
         acc, n = best["accuracy_mean"], int(best["n_runs"])
         verdict = {
             k: "met" if ok else "**not met**"
             for k, ok in (("floor", acc >= targets.floor), ("goal", acc >= targets.goal and small))
         }
         lines += [
-            f"- best row: `{best['variant']}`, {100 * acc:.2f} % (mean of {n} run{'s' if n > 1 else ''})",
+            f"- row with the best validation accuracy ({100 * best['val_accuracy_mean']:.2f} %): "
+            f"`{best['variant']}`, test {100 * acc:.2f} % "
+            + (f"(mean of {n} runs)" if n > 1 else "(a single run: no seed spread behind it)"),
             f"- floor {floor:.1f} %: {verdict['floor']}",
             f"- goal {goal:.1f} % with at most {limit:.1f} M parameters: {verdict['goal']}",
         ]

@@ -86,10 +86,15 @@ def plot_class_counts(prepared: Any) -> Figure:
     return _done(fig)
 
 
-def pick_images(prepared: Any, split: str = "test", per_class: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``per_class`` images of each class from ``split`` (random, reproducible): (uint8 images, labels)."""
+def pick_images(
+    prepared: Any, split: str = "test", per_class: int = 2, seed: int = 0, indices: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``per_class`` images of each class from ``split`` (random, reproducible): (uint8 images, labels).
+
+    ``indices`` (e.g. ``Experiment.split_indices`` of a run: a k-fold model's test fold) replaces
+    meta.csv's split, which holds every image of a k-fold data set as ``train``."""
     rng = np.random.default_rng(seed)
-    idx = prepared.split_indices(split)
+    idx = np.asarray(indices, dtype=np.int64) if indices is not None else prepared.split_indices(split)
     if len(idx) == 0:
         idx = np.arange(len(prepared.labels))
     labels = np.asarray(prepared.labels)[idx]
@@ -145,7 +150,7 @@ def results_table(summary: pd.DataFrame, labels: Mapping[str, str] | None = None
     with the run records behind each row. ``summary`` is ``dsm.runs.summarize(...)``; ``labels`` maps a
     run directory to the row's name (default: the modulator and its options)."""
     if summary.empty:
-        return pd.DataFrame(columns=["model", *METRIC_LABELS.values(), "runs", "run records"])
+        return pd.DataFrame(columns=["model", "variant", *METRIC_LABELS.values(), "split", "runs", "run records"])
     rows = []
     for _, r in summary.iterrows():
         name = next((labels[str(d)] for d in r["runs"] if labels and str(d) in labels), None) or _label(r)
@@ -235,8 +240,11 @@ def plot_curves(frames: pd.DataFrame | Mapping[str, pd.DataFrame]) -> Figure:
     return _done(fig)
 
 
-def plot_metric_bars(table: pd.DataFrame, metric: str = "Accuracy", title: str = "") -> Figure:
-    """Horizontal bars of one "mean ± std" column of ``results_table`` (error bar = std)."""
+def plot_metric_bars(table: pd.DataFrame, metric: str = "Accuracy", title: str = "") -> Figure | None:
+    """Horizontal bars of one "mean ± std" column of ``results_table`` (error bar = std); None when the
+    table is empty (no run finished yet)."""
+    if table.empty:
+        return None
     parts = table[metric].str.split(" ± ", expand=True, regex=False)
     mean = parts[0].astype(float)
     std = parts[1].astype(float) if parts.shape[1] > 1 else pd.Series(0.0, index=table.index)
@@ -489,10 +497,14 @@ def gate_maps(model: nn.Module, images: np.ndarray, in_chans: int, size: int, in
 
 
 def default_cam_layer(model: nn.Module) -> nn.Module:
-    """The last feature map before pooling: ``head`` of ``dsm_net``, else the last conv layer."""
+    """The last feature map before pooling: ``head`` of ``dsm_net``, the last stage timm's ``feature_info``
+    names (after its residual and activation, before the pooled head), else the last conv layer."""
     head = getattr(model, "head", None)
     if isinstance(head, nn.Module) and any(isinstance(m, nn.Conv2d) for m in head.modules()):
         return head
+    info = getattr(model, "feature_info", None)
+    if info:
+        return model.get_submodule(info[-1]["module"])
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise ValueError("no convolution layer found for Grad-CAM; pass target_layer")
@@ -516,13 +528,20 @@ def gradcam(
 
     device = next(model.parameters()).device
     was_training = model.training
-    model.eval()
-    layer = target_layer or default_cam_layer(model)
+    params = list(model.parameters())
+    saved = [(p.grad, p.requires_grad) for p in params]  # the caller's model comes back as it was given
     targets = [ClassifierOutputTarget(int(c)) for c in labels] if labels is not None else None
     try:
-        with GradCAM(model=model, target_layers=[layer]) as cam:
+        model.eval()
+        layer = target_layer or default_cam_layer(model)
+        for p in params:  # frozen weights would leave nothing to take gradients through
+            p.requires_grad_(True)
+        with torch.enable_grad(), GradCAM(model=model, target_layers=[layer]) as cam:
             maps = cam(input_tensor=_input(images, in_chans, size, device), targets=targets)
     finally:
+        for p, (grad, req) in zip(params, saved, strict=True):
+            p.grad = grad
+            p.requires_grad_(req)
         model.train(was_training)
     return _resize(torch.from_numpy(np.asarray(maps)), images.shape[1:3])
 
@@ -566,7 +585,9 @@ def plot_attention(
 
 
 def map_stats(labels: Sequence[int], classes: Sequence[str], maps: Mapping[str, np.ndarray]) -> pd.DataFrame:
-    """Raw level of each map per class: mean, and the mean of each image's min and max."""
+    """Level of each map per class: mean, and the mean of each image's min and max. The gate's values are
+    raw (its sigmoid output); Grad-CAM is min-max scaled per image by pytorch-grad-cam, so its min and max
+    are 0 and 1 by construction."""
     labels = np.asarray(labels)
     rows = []
     for title, m in maps.items():

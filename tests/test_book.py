@@ -245,13 +245,43 @@ def test_targets_report_says_met_or_not_from_the_runs(tmp_path, monkeypatch):
     longer = study.Variant.make(train_opts={"epochs": 30}).name
     runs = [{"variant": v} for v in ("dsm", "none", longer)]
 
-    def summary_of(accs):
-        return lambda rs: pd.DataFrame({"variant": [r["variant"] for r in rs], "accuracy_mean": accs, "n_runs": 1})
+    def summary_of(accs, vals=(0.5, 0.6), n=(3, 1)):
+        return lambda rs: pd.DataFrame(
+            {"variant": [r["variant"] for r in rs], "accuracy_mean": accs, "val_accuracy_mean": vals, "n_runs": n}
+        )
 
     monkeypatch.setattr(exp, "summary", summary_of([0.60, 0.72]))  # only dsm_net + DSM rows are considered
     report = exp.targets_report(runs)
     assert "floor 70.0 %: met" in report and "goal 73.5 % with at most 1.5 M parameters: **not met**" in report
-    assert f"best row: `{longer}`, 72.00 %" in report and "M as trained, within the limit" in report
-    monkeypatch.setattr(exp, "summary", summary_of([0.74, 0.60]))
-    assert "goal 73.5 % with at most 1.5 M parameters: met" in exp.targets_report(runs)
+    assert f"(60.00 %): `{longer}`, test 72.00 % (a single run" in report and "M as trained, within" in report
+    monkeypatch.setattr(exp, "summary", summary_of([0.74, 0.60], vals=(0.7, 0.6)))  # chosen on validation, not test
+    report = exp.targets_report(runs)
+    assert "goal 73.5 % with at most 1.5 M parameters: met" in report
+    assert "`dsm`, test 74.00 % (mean of 3 runs)" in report
+    monkeypatch.setattr(exp, "summary", summary_of([0.60, 0.74], vals=(0.7, 0.6)))
+    assert "floor 70.0 %: **not met**" in exp.targets_report(runs)  # the better test row is not chosen
     assert study.Experiment.create("smoke", "synthetic", tmp_path, tmp_path).targets_report([]).startswith("No ")
+
+
+def test_no_train_keeps_going_past_a_page_whose_runs_are_missing(tmp_path, monkeypatch, capsys):
+    """Early in a study, --no-train renders what it can: a failing page keeps its previous version, the
+    other pages still run, and the command says which failed (exit 1)."""
+    ran = []
+
+    def fake_execute(name, out, params, title, **_):
+        ran.append(name)
+        if name == "results":
+            raise RuntimeError("KeyError: no run of variant 'dsm'")
+        return out
+
+    monkeypatch.setattr(reproduce, "execute_notebook", fake_execute)
+    failures: list[str] = []
+    profile = study.PROFILES["smoke"]
+    book = tmp_path / "book"
+    args = (profile, tmp_path / "data", tmp_path / "runs", book, ["results", "ablations"])
+    reproduce.reproduce_dataset("synthetic", *args, train=False, failures=failures)
+    assert ran == ["results", "ablations"] and failures == ["synthetic/results"]
+    out = capsys.readouterr().out
+    assert "[synthetic] results FAILED, previous page kept: KeyError: no run of variant 'dsm'" in out
+    with pytest.raises(RuntimeError, match="no run of variant"):  # training runs: the first failure stops
+        reproduce.reproduce_dataset("synthetic", *args, train=True)

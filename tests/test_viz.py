@@ -270,3 +270,30 @@ def test_toc_lists_what_exists(tmp_path):
     assert "results/synthetic/gate_maps" not in toc
     assert "file: results/fer2013/not_prepared" in toc
     assert toc.count("not_prepared") == 1
+
+
+def test_gradcam_leaves_the_callers_model_as_it_was(prepared):
+    model = dsm.create_model("dsm_net", num_classes=3, in_chans=1).train()
+    model.fc.weight.requires_grad_(False)  # partly frozen, no gradients yet
+    images, labels = viz.pick_images(prepared, "test", per_class=1)
+    with torch.no_grad():  # a caller's no_grad does not stop Grad-CAM
+        cams = viz.gradcam(model, images, 1, 48, labels=labels)
+    assert np.isfinite(cams).all() and model.training and not model.fc.weight.requires_grad
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_cam_layer_of_a_timm_model_is_its_last_stage():
+    model = dsm.create_model("timm:resnet18", num_classes=3, in_chans=1)
+    assert viz.default_cam_layer(model) is model.layer4  # after the residual and ReLU, before pooling
+
+
+def test_pick_images_from_given_indices(prepared):
+    idx = prepared.split_indices("val")[:5]
+    images, labels = viz.pick_images(prepared, per_class=50, indices=idx)
+    assert len(images) == 5 and sorted(labels.tolist()) == sorted(np.asarray(prepared.labels)[idx].tolist())
+
+
+def test_an_empty_results_table_plots_nothing():
+    table = viz.results_table(pd.DataFrame())
+    assert table.empty and {"variant", "Accuracy", "split"} <= set(table.columns)
+    assert viz.plot_metric_bars(table) is None
