@@ -380,8 +380,10 @@ def pipeline_fps(
     from dsm.face import FaceDetector
     from dsm.predict import Predictor, video_frames, video_info
 
-    if every_n < 1 or max_side < 48:
-        raise ValueError(f"every_n must be >= 1 and max_side >= 48 (got {every_n} and {max_side})")
+    if every_n < 1:
+        raise ValueError(f"every_n (--every-n-frames) must be >= 1, got {every_n}")
+    if max_side < 48:
+        raise ValueError(f"max_side (--max-side) must be >= 48, got {max_side}")
     with torch_threads(threads):
         pred = Predictor(checkpoint, device, FaceDetector(max_side=max_side))
         total, _ = video_info(video)

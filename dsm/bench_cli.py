@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from dsm.bench import RUNTIMES, BenchConfig, compare, device_name, pipeline_fps, runtime_latency
+from dsm.data.build import positive_int
 from dsm.registry import list_models, list_modulators
 from dsm.reparam import reparameterize
 
@@ -43,11 +44,11 @@ def _batches(text: str) -> list[int]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="dsm_net", help="registered name or timm:<arch>")
     p.add_argument("--modulator", default="dsm")
-    p.add_argument("--input-size", type=int, default=112)
-    p.add_argument("--in-chans", type=int, default=3)
-    p.add_argument("--num-classes", type=int, default=7)
+    p.add_argument("--input-size", type=positive_int, default=112)
+    p.add_argument("--in-chans", type=positive_int, default=3)
+    p.add_argument("--num-classes", type=positive_int, default=7)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--runs", type=int, default=100, help="timed runs per config (>= 100 for reported numbers)")
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--no-latency", action="store_true", help="params and MACs only")
@@ -66,9 +67,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("prediction pipeline (--video)")
     g.add_argument("--video", default=None, help="video file: frames/s of face detection + classification")
     g.add_argument("--checkpoint", default=None, help="checkpoint for --video (default: the released one)")
-    g.add_argument("--every-n-frames", type=int, default=1, metavar="N")
-    g.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N processed frames")
-    g.add_argument("--max-side", type=int, default=640, help="detect on frames shrunk to this longer side (as predict)")
+    g.add_argument("--every-n-frames", type=positive_int, default=1, metavar="N")
+    g.add_argument("--max-frames", type=positive_int, default=None, metavar="N", help="stop after N processed frames")
+    g.add_argument(
+        "--max-side", type=positive_int, default=640, help="detect on frames shrunk to this longer side (as predict)"
+    )
 
 
 def configs_from_args(args: argparse.Namespace) -> list[BenchConfig]:

@@ -33,6 +33,12 @@ class CheckpointError(Exception):
     """A missing, torn or foreign checkpoint; the message names the file."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
     """``run/best`` or ``run/best.safetensors`` or ``run/best.json`` -> both file paths."""
     path = Path(path)
@@ -49,6 +55,7 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], info: di
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     tmp_st, tmp_js = st_path.with_name(st_path.name + ".tmp"), js_path.with_name(js_path.name + ".tmp")
     save_file(tensors, str(tmp_st), metadata={"id": ckpt_id})
+    os.chmod(tmp_st, 0o666 & ~_umask())  # safetensors creates it 0600; the pair should share one mode
     tmp_js.write_text(json.dumps({**info, "id": ckpt_id}, indent=1, default=str) + "\n")
     os.replace(tmp_st, st_path)
     os.replace(tmp_js, js_path)
@@ -59,12 +66,18 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     """(tensors, info) of a checkpoint pair, checked to belong together."""
     st_path, js_path = checkpoint_paths(path)
     for p in (st_path, js_path):
+        if p.is_dir():
+            raise CheckpointError(f"{p}: a folder, not a checkpoint file (pass the checkpoint's path without suffix)")
         if not p.is_file():
             raise CheckpointError(f"{p}: checkpoint file missing")
+        if not os.access(p, os.R_OK):
+            raise CheckpointError(f"{p}: not readable (permission denied)")
     try:
         info = json.loads(js_path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{js_path}: not valid JSON ({e})") from e
+    except OSError as e:
+        raise CheckpointError(f"{js_path}: cannot read ({e.strerror or e})") from None
     if not isinstance(info, dict):
         raise CheckpointError(f"{js_path}: not a checkpoint description (a JSON {type(info).__name__}, not an object)")
     try:
@@ -114,7 +127,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     st_path, js_path = checkpoint_paths(path)
     _check_deployable(info, js_path)
     model = build_model(info, js_path)
-    missing, unexpected = model.load_state_dict(model_state(tensors), strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(model_state(tensors), strict=False)
+    except RuntimeError as e:  # shapes that disagree with the JSON (e.g. another number of classes)
+        detail = one_line(e)[:300]
+        raise CheckpointError(f"{st_path}: weights do not fit the model {js_path.name} describes ({detail})") from None
     if missing or unexpected:
         raise CheckpointError(
             f"{st_path}: weights do not fit the model (missing {missing[:3]}, extra {unexpected[:3]})"

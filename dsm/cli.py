@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+from dsm.errors import one_line
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("dsm.data.prepare", "raw data set -> the prepared format (same as data_scripts/prepare.py)"),
@@ -42,7 +45,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cmd_parser = argparse.ArgumentParser(prog=f"dsm {argv[0]}", description=COMMANDS[argv[0]][1])
     module.add_arguments(cmd_parser)
-    return int(module.run(cmd_parser.parse_args(argv[1:])) or 0)
+    args = cmd_parser.parse_args(argv[1:])
+    if os.environ.get("DSM_DEBUG"):
+        return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except OSError as e:  # a path the command could not read or write
+        where = e.filename or argv[0]
+        print(f"dsm {argv[0]}: {where}: {e.strerror or one_line(e)}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001  (what the command did not foresee: one line, not a traceback)
+        kind = "" if type(e).__name__ in ("DataError", "CheckpointError") else f"{type(e).__name__}: "
+        print(f"dsm {argv[0]}: {kind}{one_line(e)[:500]} (DSM_DEBUG=1 shows the traceback)", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -67,6 +67,38 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def check(self) -> TrainConfig:
+        """ValueError naming the first field outside its range, before anything is trained or written."""
+
+        def bad(name: str, want: str) -> ValueError:
+            return ValueError(f"{name} must be {want}, got {getattr(self, name)!r}")
+
+        def number(v: Any) -> bool:
+            return isinstance(v, int | float) and not isinstance(v, bool)
+
+        for name in ("epochs", "batch_size", "input_size", "eval_batch_size"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+                raise bad(name, "a positive integer")
+        for name in ("in_chans", "threads", "limit_train_batches", "early_stop_patience"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+                raise bad(name, "a positive integer or null")
+        for name in ("lr", "weight_decay", "warmup_epochs", "min_lr", "crop_scale", "rotation", "mixup", "cutmix"):
+            if not (number(getattr(self, name)) and getattr(self, name) >= 0):
+                raise bad(name, "a number >= 0")
+        if not (number(self.label_smoothing) and 0 <= self.label_smoothing < 1):
+            raise bad("label_smoothing", "in [0, 1)")
+        if not (number(self.random_erasing) and 0 <= self.random_erasing <= 1):
+            raise bad("random_erasing", "a probability in [0, 1]")
+        if self.ema_decay is not None and not (number(self.ema_decay) and 0 < self.ema_decay < 1):
+            raise bad("ema_decay", "in (0, 1) or null")
+        if self.grad_clip is not None and not (number(self.grad_clip) and self.grad_clip > 0):
+            raise bad("grad_clip", "a positive number or null")
+        if not (number(self.val_fraction) and 0 < self.val_fraction < 1):
+            raise bad("val_fraction", "in (0, 1)")
+        return self
+
     def same_run(self, other: dict[str, Any]) -> bool:
         """Whether a saved config describes the same run; where and how fast it executes may differ."""
         other = {**TrainConfig().to_dict(), **other}  # fields added since the run was saved take their defaults

@@ -8,6 +8,7 @@ import sys
 import warnings
 
 from dsm.checkpoint import RELEASED, CheckpointError
+from dsm.data.build import positive_int
 from dsm.data.format import DataError
 from dsm.errors import fail, one_line
 
@@ -24,10 +25,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "the checkpoint's own when it was trained under that protocol",
     )
     p.add_argument("--fold", type=int, default=None, help="kfold: this fold instead of the checkpoint's")
-    p.add_argument("--run-index", type=int, default=None, help="paper-random: this run instead of the checkpoint's")
+    p.add_argument(
+        "--run-index", type=positive_int, default=None, help="paper-random: this run instead of the checkpoint's"
+    )
     p.add_argument("--tta", default=None, choices=["flip", "tencrop"], help="test-time augmentation (off by default)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=256)
 
 
 def run(args: argparse.Namespace) -> int:

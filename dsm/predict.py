@@ -13,6 +13,7 @@ use, so a checkpoint sees faces the way it saw its training data.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -211,9 +212,23 @@ def _bars(img: np.ndarray, r: FaceResult, classes: list[str], box: Box, font: in
         cv2.putText(img, f"{p:.0%}", (bx + bar_w + 6, ty), font, small, (255, 255, 255), 1, cv2.LINE_AA)
 
 
+def _open_video(path: str | Path) -> cv2.VideoCapture:
+    """A capture of ``path`` without FFmpeg's or OpenCV's own log lines on stderr: a broken file is
+    reported once, by the caller, in one line."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # read when FFmpeg opens its first file
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        return cv2.VideoCapture(str(path))
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
 def video_frames(path: str | Path, every_n: int = 1) -> Iterator[tuple[int, np.ndarray]]:
     """(frame index, BGR frame) of every ``every_n``-th frame of a video file."""
-    cap = cv2.VideoCapture(str(path))
+    if not Path(path).is_file():
+        raise ImageReadError(f"{path}: no such file")
+    cap = _open_video(path)
     if not cap.isOpened():
         raise ImageReadError(f"{path}: not a readable video")
     try:
@@ -233,7 +248,7 @@ def video_frames(path: str | Path, every_n: int = 1) -> Iterator[tuple[int, np.n
 
 def video_info(path: str | Path) -> tuple[int, float]:
     """(frame count as the container states it, frames per second); 0 when unknown."""
-    cap = cv2.VideoCapture(str(path))
+    cap = _open_video(path)
     try:
         return max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT))), float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     finally:

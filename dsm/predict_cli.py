@@ -21,6 +21,7 @@ import cv2
 from tqdm import tqdm
 
 from dsm.checkpoint import CheckpointError
+from dsm.data.build import positive_int
 from dsm.errors import one_line
 from dsm.face import FaceDetector
 from dsm.predict import (
@@ -36,6 +37,13 @@ from dsm.predict import (
 from dsm.train import pick_device
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], got {text}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched for images) or videos")
     p.add_argument("--checkpoint", default=None, help="checkpoint path (default: the released FER2013 model)")
@@ -44,8 +52,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--every-n-frames", type=int, default=1, metavar="N", help="videos: classify every N-th frame")
     p.add_argument("--pad", type=float, default=0.1, help="grow face boxes by this fraction per side before cropping")
-    p.add_argument("--min-face", type=float, default=0.05, help="smallest face, as a fraction of the shorter side")
-    p.add_argument("--min-neighbors", type=int, default=5, help="detector strictness: raise it against false faces")
+    p.add_argument(
+        "--min-face", type=_fraction, default=0.05, help="smallest face, as a fraction (0, 1] of the shorter side"
+    )
+    p.add_argument(
+        "--min-neighbors", type=positive_int, default=5, help="detector strictness: raise it against false faces"
+    )
     p.add_argument(
         "--max-side",
         type=int,

@@ -87,6 +87,9 @@ def release(run_dir: str | os.PathLike, dest: str | os.PathLike = RELEASED) -> P
     for key in ("val_metrics", "test_metrics"):
         if info.get(key) != record.get(key):
             raise CheckpointError(f"{checkpoint_paths(best)[1]}: {key} differ from {Path(run_dir) / 'run.json'}")
+    if str(dest).endswith(("/", os.sep)) or Path(dest).is_dir():
+        example = Path(dest) / "model"
+        raise ValueError(f"--dest {dest}: a folder; give the checkpoint's base path inside it, e.g. {example}")
     targets = release_paths(dest)
     targets[0].parent.mkdir(parents=True, exist_ok=True)
     sources = (*checkpoint_paths(best), Path(run_dir) / "run.json")

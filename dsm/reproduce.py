@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dsm.data.build import positive_int
 from dsm.errors import fail, one_line
 from dsm.study import PROFILES, DatasetInfo, Experiment, Profile, dataset_info, get_profile
 
@@ -362,7 +363,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--plan", action="store_true", help="list every run of the study in training order and where it stands; no work"
     )
     p.add_argument(
-        "--threads", type=int, default=None, help="with --train-only: CPU threads for training (default: the profile's)"
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="with --train-only: CPU threads for training (default: the profile's)",
     )
     p.add_argument(
         "--compile",
@@ -378,7 +382,10 @@ def run(args: argparse.Namespace) -> int:
     profile = get_profile(args.profile)
     datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     for d in datasets:
-        dataset_info(d)
+        try:
+            dataset_info(d)
+        except ValueError as e:
+            return fail(f"--datasets: {e}", "dsm reproduce")
     if (args.threads or args.compile) and not args.train_only:
         return fail("--threads and --compile apply to --train-only", "dsm reproduce")
     selected = [n.strip() for n in args.notebooks.split(",") if n.strip()] if args.notebooks else [*NOTEBOOKS, USING]

@@ -112,7 +112,7 @@ class Trainer:
     """Holds everything one run needs; ``fit()`` is the loop."""
 
     def __init__(self, cfg: TrainConfig, resume: bool = True, show_progress: bool = True) -> None:
-        self.cfg, self.resume, self.show_progress = cfg, resume, show_progress
+        self.cfg, self.resume, self.show_progress = cfg.check(), resume, show_progress
         self.rank, self.world = _dist_info()
         self.device = pick_device(cfg.device)
         if cfg.threads:

@@ -88,6 +88,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     cfg = cfg.replace(**changes)
     if not cfg.data:
         raise ValueError("--data DIR is required (a prepared data set)")
+    cfg.check()
     if cfg.out == TrainConfig.out:  # not chosen by flag or YAML: name the run after what it trains
         name = f"{cfg.model.replace(':', '-')}-{cfg.modulator or 'none'}-s{cfg.seed}"
         cfg = cfg.replace(out=f"runs/{_dataset_name(cfg.data)}/{name}")
@@ -98,16 +99,25 @@ def _dataset_name(data: str) -> str:
     from pathlib import Path
 
     manifest = Path(data) / "manifest.json"
-    return json.loads(manifest.read_text()).get("dataset", Path(data).name) if manifest.is_file() else Path(data).name
+    try:
+        return json.loads(manifest.read_text()).get("dataset", Path(data).name)
+    except (OSError, ValueError, AttributeError):  # missing or broken: loading the data set reports it
+        return Path(data).name
 
 
 def run(args: argparse.Namespace) -> int:
+    from dsm.checkpoint import CheckpointError
     from dsm.data.format import DataError
+    from dsm.train import pick_device
 
     try:
         cfg = config_from_args(args)
     except ValueError as e:
         return fail(e)
+    try:
+        pick_device(cfg.device)
+    except RuntimeError as e:
+        return fail(f"--device {cfg.device}: {e}")
     try:
         if args.profile:
             from dsm.throughput import profile
@@ -121,8 +131,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.resume and (Path(cfg.out) / "last.json").is_file():
             return fail(f"{cfg.out} already holds a run; pass --resume to continue it or a new --out")
         record = train(cfg, resume=args.resume)
-    except (DataError, FloatingPointError) as e:  # bad data, or a diverged run (it stops before a checkpoint)
+    except (DataError, CheckpointError, ValueError, FloatingPointError) as e:  # bad data or run; a diverged run
         return fail(e)
+    except OSError as e:  # --out not writable, not a folder
+        return fail(f"{e.filename or cfg.out}: {e.strerror or e}")
     test = record["test_metrics"] or {}
     print(
         json.dumps(

@@ -58,3 +58,23 @@ def test_clis_report_a_foreign_checkpoint_in_one_line(good, tmp_path, capsys, co
     rc, err = main(argv), capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "edited.json: cannot build model 'nosuchnet'" in err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_weights_of_another_shape_are_named(good, tmp_path):
+    def eight_classes(info):
+        return {**info, "model": {**info["model"], "kwargs": {**info["model"]["kwargs"], "num_classes": 8}}}
+
+    bad = _edited(good, tmp_path, eight_classes)
+    with pytest.raises(CheckpointError, match=r"edited\.safetensors: weights do not fit the model edited\.json"):
+        load_model(bad)
+
+
+def test_a_saved_pair_shares_one_file_mode(good):
+    st, js = good.with_suffix(".safetensors"), good.with_suffix(".json")
+    assert st.stat().st_mode & 0o777 == js.stat().st_mode & 0o777  # safetensors alone would write 0600
+
+
+def test_a_folder_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "ck.safetensors").mkdir()
+    with pytest.raises(CheckpointError, match=r"ck\.safetensors: a folder, not a checkpoint file"):
+        load_checkpoint(tmp_path / "ck")

@@ -147,3 +147,39 @@ def test_the_commit_ignores_what_reproduce_writes(tmp_path, monkeypatch):
     dsm.runs.git_commit.cache_clear()
     assert dsm.runs.git_commit().endswith("+dirty")
     dsm.runs.git_commit.cache_clear()
+
+
+def test_train_refuses_out_of_range_settings_before_writing(tmp_path, capsys):
+    out = tmp_path / "run"
+    for flag, value, message in (("--batch-size", "0", "batch_size must be a positive integer, got 0"),
+                                 ("--epochs", "0", "epochs must be a positive integer, got 0"),
+                                 ("--lr", "-1", "lr must be a number >= 0, got -1.0")):  # fmt: skip
+        assert main(["train", "--data", str(tmp_path), "--out", str(out), flag, value]) == 2
+        assert capsys.readouterr().err == f"error: {message}\n"
+    assert main(["train", "--data", str(tmp_path), "--out", str(out), "--device", "gpu"]) == 2
+    assert capsys.readouterr().err.startswith("error: --device gpu: ")
+    assert not out.exists()
+
+
+def test_an_unforeseen_error_is_one_line_unless_debugging(tmp_path, capsys, monkeypatch):
+    import dsm.runs_cli
+
+    def broken(args):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "x.json"))
+
+    monkeypatch.setattr(dsm.runs_cli, "run", broken)
+    assert main(["runs", "summarize", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"dsm runs: {tmp_path / 'x.json'}: Permission denied\n"
+    monkeypatch.setenv("DSM_DEBUG", "1")
+    with pytest.raises(PermissionError):
+        main(["runs", "summarize", str(tmp_path)])
+
+
+def test_numeric_flags_are_checked_by_the_parser(capsys):
+    for argv in (["evaluate", "--data", "x", "--batch-size", "0"], ["bench", "--input-size", "0"],
+                 ["predict", "x.jpg", "--min-face", "2"], ["reproduce", "--threads", "0"]):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2 and "must be" in capsys.readouterr().err
+    assert main(["reproduce", "--datasets", "bogus", "--plan"]) == 2
+    assert capsys.readouterr().err.startswith("dsm reproduce: --datasets: unknown data set 'bogus'")

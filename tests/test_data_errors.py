@@ -332,3 +332,20 @@ def test_ckplus_official_counts():
     total = lambda **kw: sum(official_class_counts(**kw)["train"].values())  # noqa: E731
     assert (total(), total(contempt=False)) == (981, 927)  # 327 and 309 labelled sequences, 3 frames each
     assert (total(neutral_first_frame=True), total(neutral_first_frame=True, contempt=False)) == (1308, 1236)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("manifest.json", b"{oops", r"manifest\.json: not readable as JSON"),
+        ("manifest.json", b"[]", r"manifest\.json: no 'classes' list"),
+        ("images.npy", b"\x93NUMPY trunc", r"images\.npy: not a readable \.npy array"),
+        ("labels.npy", b"", r"labels\.npy: not a readable \.npy array"),
+        ("meta.csv", b"index,source\n0,a\n", r"meta\.csv: missing columns \['label', 'split', 'fold', 'subject'\]"),
+    ],
+)
+def test_a_damaged_prepared_data_set_names_its_file(tmp_path, name, content, problem):
+    out = prepare_dataset("synthetic", None, tmp_path / "syn", n=140, progress=False)
+    (out / name).write_bytes(content)
+    with pytest.raises(DataError, match=problem):
+        load_prepared(out)

@@ -226,8 +226,11 @@ def test_bench_video_measures_the_pipeline(ckpt, tmp_path, capsys, photo):
     assert res["detect_max_side"] == 48 and res["frames"] == 4 and res["faces"] == 0  # too small to find at 48 px
     assert res["detect_longer_side"] == 48
     for bad in (["--max-side", "0"], ["--every-n-frames", "0"]):
-        assert main(["bench", "--video", str(video), "--checkpoint", str(ckpt), *bad]) == 2
-        assert "must be >= 1 and max_side >= 48" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as exit_:
+            main(["bench", "--video", str(video), "--checkpoint", str(ckpt), *bad])
+        assert exit_.value.code == 2 and "must be a positive integer, got 0" in capsys.readouterr().err
+    assert main(["bench", "--video", str(video), "--checkpoint", str(ckpt), "--max-side", "20"]) == 2
+    assert "(--max-side) must be >= 48, got 20" in capsys.readouterr().err
 
 
 def test_cli_reports_an_annotated_copy_it_could_not_write(ckpt, tmp_path, capsys, monkeypatch):

@@ -103,3 +103,12 @@ def test_broken_run_records_are_named(tmp_path, capsys, text, problem):
     assert main(["runs", "summarize", str(run)]) == 2
     assert re.fullmatch(f"error: .*run/run.json: .*{problem}.*\n", capsys.readouterr().err)
     assert not list(tmp_path.glob("rel*"))
+
+
+def test_release_to_a_folder_is_refused(tmp_path, capsys):
+    run = fake_run(tmp_path / "a", val=0.5, test=0.5)
+    (tmp_path / "dest").mkdir()
+    for dest in (str(tmp_path / "dest"), str(tmp_path / "new") + "/"):
+        assert main(["release", str(run), "--dest", dest]) == 2
+        assert "a folder; give the checkpoint's base path inside it" in capsys.readouterr().err
+    assert list((tmp_path / "dest").iterdir()) == [] and not (tmp_path / "new").exists()

@@ -107,14 +107,39 @@ def load_prepared(root: str | Path) -> Prepared:
     for name in ("images.npy", "labels.npy", "meta.csv", "manifest.json"):
         if not (root / name).is_file():
             raise DataError(f"{root / name}: missing (is {root} a prepared data set? see data_scripts/prepare.py)")
-    manifest = json.loads((root / "manifest.json").read_text())
-    images = np.load(root / "images.npy", mmap_mode="r")
-    labels = np.load(root / "labels.npy")
+    try:
+        manifest = json.loads((root / "manifest.json").read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{root / 'manifest.json'}: not readable as JSON ({_reason(e)})") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("classes"), list):
+        raise DataError(f"{root / 'manifest.json'}: no 'classes' list (not a prepared data set's manifest)")
+    images = _load_array(root / "images.npy", mmap_mode="r")
+    labels = _load_array(root / "labels.npy")
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels):
         raise DataError(f"{root / 'images.npy'}: expected uint8 N x H x W[x3] matching {len(labels)} labels")
     if len(labels) and not 0 <= labels.min() <= labels.max() < len(manifest["classes"]):
         raise DataError(f"{root / 'labels.npy'}: label outside 0..{len(manifest['classes']) - 1}")
-    return Prepared(root, images, labels, manifest)
+    prepared = Prepared(root, images, labels, manifest)
+    try:
+        meta = prepared.meta
+    except (OSError, ValueError) as e:
+        raise DataError(f"{root / 'meta.csv'}: not readable as CSV ({_reason(e)})") from None
+    if missing := [c for c in META_COLUMNS if c not in meta.columns]:
+        raise DataError(f"{root / 'meta.csv'}: missing columns {missing}")
+    if len(meta) != len(labels):
+        raise DataError(f"{root / 'meta.csv'}: {len(meta)} rows for {len(labels)} images")
+    return prepared
+
+
+def _reason(e: BaseException) -> str:
+    return e.strerror if isinstance(e, OSError) and e.strerror else " ".join(str(e).split())
+
+
+def _load_array(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode=mmap_mode)
+    except (OSError, ValueError, EOFError) as e:  # truncated, not an .npy, unreadable
+        raise DataError(f"{path}: not a readable .npy array ({_reason(e)})") from None
 
 
 class PreparedWriter:
