@@ -313,7 +313,7 @@ def bench_caption(results: Sequence[Any]) -> str:
     return (
         f"Measured on {d['device']}; median and inter-quartile range of {d['latency_runs']} timed runs per "
         f"configuration, batch 1. {describe_conditions(d['extra'].get('conditions'))} "
-        + (f"Ops fvcore did not count as MACs (element-wise, by the convention): {ops}. " if ops else "")
+        + (f"Ops not counted as MACs (element-wise ops and pooling, by the convention): {ops}. " if ops else "")
         + "BN left: BatchNorm layers the deployed model still runs after re-parameterisation and Conv-BN folding."
     )
 
