@@ -38,6 +38,15 @@ from dsm.reparam import reparameterize
 INPUT, OUTPUT = "input", "logits"
 
 
+def opset_range(exporter: str = "torchscript") -> tuple[int, int]:
+    """The ONNX opsets ``exporter`` can write with the installed PyTorch."""
+    from torch.onnx import _constants as c
+
+    if exporter == "dynamo":
+        return 18, c.ONNX_MAX_OPSET  # the dynamo exporter starts at opset 18
+    return c.ONNX_MIN_OPSET, c.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+
+
 class ExportError(ValueError):
     """The exporter could not write what was asked (e.g. another opset); nothing is left at the target."""
 

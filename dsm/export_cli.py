@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from dsm.checkpoint import CheckpointError, load_model
-from dsm.export import ExportError, export_checkpoint, max_abs_error, opset_of, read_metadata
+from dsm.export import ExportError, export_checkpoint, max_abs_error, opset_of, opset_range, read_metadata
 from dsm.reparam import reparameterize
 
 
@@ -25,6 +26,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"dsm export: --batch must be 'dynamic' or a positive integer, not {args.batch!r}", file=sys.stderr)
         return 2
     batch = 1 if dynamic else int(args.batch)
+    lo, hi = opset_range(args.exporter)
+    if not lo <= args.opset <= hi:  # asked before exporting: the exporters' own failure is pages of log
+        print(f"dsm export: --opset {args.opset}: the {args.exporter} exporter writes {lo}..{hi}", file=sys.stderr)
+        return 2
+    if Path(args.onnx).is_dir():
+        print(f"dsm export: --onnx {args.onnx}: a folder; give the .onnx file's path", file=sys.stderr)
+        return 2
     try:
         path = export_checkpoint(args.checkpoint, args.onnx, args.opset, dynamic, batch, args.exporter)
     except (CheckpointError, ExportError) as e:

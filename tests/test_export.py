@@ -12,7 +12,17 @@ import dsm
 from dsm.bench import runtime_latency
 from dsm.checkpoint import load_model
 from dsm.cli import main
-from dsm.export import INPUT, export_checkpoint, export_model, max_abs_error, opset_of, read_metadata, session
+from dsm.export import (
+    INPUT,
+    ExportError,
+    export_checkpoint,
+    export_model,
+    max_abs_error,
+    opset_of,
+    opset_range,
+    read_metadata,
+    session,
+)
 
 
 def make_checkpoint(path, in_chans=1, size=48, modulator="dsm"):
@@ -95,12 +105,16 @@ def test_export_cli(gray_ckpt, tmp_path, capsys):
 
 
 def test_export_cli_refuses_an_opset_it_cannot_write(gray_ckpt, tmp_path, capsys):
-    """Opset 99 fails in TorchScript, the dynamo fallback writes 18: an error, and no file is left."""
+    """The CLI asks before exporting; the library checks what was written (opset 99 fails in TorchScript,
+    the dynamo fallback writes 18): an error either way, and no file is left."""
     out = tmp_path / "o.onnx"
-    with pytest.warns(UserWarning, match="TorchScript exporter failed"):
-        assert main(["export", "--checkpoint", str(gray_ckpt), "--onnx", str(out), "--opset", "99"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith(f"dsm export: {out}:") and "wrote opset 18, not 99" in err
+    assert main(["export", "--checkpoint", str(gray_ckpt), "--onnx", str(out), "--opset", "99"]) == 2
+    lo, hi = opset_range()
+    assert capsys.readouterr().err == f"dsm export: --opset 99: the torchscript exporter writes {lo}..{hi}\n"
+    assert main(["export", "--checkpoint", str(gray_ckpt), "--onnx", str(tmp_path)]) == 2
+    assert "a folder; give the .onnx file's path" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="TorchScript exporter failed"), pytest.raises(ExportError, match="not 99"):
+        export_checkpoint(gray_ckpt, out, 99)
     assert list(tmp_path.iterdir()) == []
 
 
