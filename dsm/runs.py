@@ -82,6 +82,9 @@ class RunRecord:
     # each time the run was resumed: from which epoch, with which code, versions and device (git_commit,
     # versions and device above are the first process's)
     resumes: list[dict[str, Any]] = field(default_factory=list)
+    # the network's constructor arguments with the code defaults of the time (dsm.registry.resolved_options):
+    # a record whose network a later default change altered is not reused (None: a record from before this field)
+    architecture: dict[str, Any] | None = None
 
     @classmethod
     def start(cls, cfg: TrainConfig, data: Any, splits: Any, device: str) -> RunRecord:
@@ -106,6 +109,7 @@ class RunRecord:
             },
             device=device_name(device),
             started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            architecture=architecture(cfg),
         )
 
     @classmethod
@@ -186,9 +190,15 @@ def finished_run(cfg: TrainConfig) -> dict[str, Any] | None:
         run = load_run(cfg.out)
     except (FileNotFoundError, ValueError):
         return None
-    if run.get("status") == "finished" and cfg.same_run(run.get("config", {})) and _on_data_dir(run, cfg.data):
-        return run
-    return None
+    same = run.get("status") == "finished" and cfg.same_run(run.get("config", {})) and _on_data_dir(run, cfg.data)
+    return run if same and run.get("architecture") in (None, architecture(cfg)) else None
+
+
+def architecture(cfg: TrainConfig) -> dict[str, Any]:
+    """What ``cfg`` builds, code defaults included (see ``RunRecord.architecture``)."""
+    from dsm.registry import resolved_options
+
+    return resolved_options(cfg.model, cfg.modulator, cfg.model_opts, cfg.modulator_opts)
 
 
 def run_or_load(cfg: TrainConfig, show_progress: bool = False) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from dsm.data.protocols import class_balanced_sampler_weights, make_splits
 from dsm.metrics import classification_metrics
 from dsm.preprocess import to_model_input
 from dsm.registry import create_model
-from dsm.runs import RunRecord, trained_on
+from dsm.runs import RunRecord, architecture, trained_on
 
 
 def pick_device(name: str) -> torch.device:
@@ -208,6 +208,8 @@ class Trainer:
         tensors, info = load_checkpoint(self.out / "last")
         if not self.cfg.same_run(info["config"]):
             raise ValueError(f"{self.out / 'last.json'}: written by a different config; use a new --out")
+        if info["record"].get("architecture") not in (None, architecture(self.cfg)):
+            raise ValueError(f"{self.out / 'last.json'}: its network's code defaults changed since; use a new --out")
         if not trained_on(info["record"], self.data.hashes):
             raise ValueError(f"{self.out / 'last.json'}: trained on other data than {self.cfg.data}; use a new --out")
         self.model.load_state_dict(model_state(tensors))

@@ -418,3 +418,24 @@ def test_git_commit_is_the_one_the_process_started_with(monkeypatch):
 
     monkeypatch.setattr(runs.subprocess, "run", moved)
     assert runs.git_commit() == first
+
+
+def test_a_changed_code_default_is_not_the_same_run(toy, tmp_path, monkeypatch):
+    """Variant names and configs leave out options equal to the code defaults: the record keeps the resolved
+    constructor arguments, so a later default change retrains instead of reusing the old network's run."""
+    import dsm.modulators.dsm as dsm_module
+    from dsm.runs import finished_run
+
+    cfg = _cfg(toy, tmp_path / "r", epochs=1)
+    run = train(cfg, show_progress=False)
+    assert run["architecture"]["modulator"]["reduction"] == 8 and run["architecture"]["model"]["modulator_after"] == [2]
+    assert finished_run(cfg) is not None
+    init = dsm_module.DecomposedSpatialModulator.__init__
+    defaults = list(init.__defaults__)
+    defaults[1] = 4  # reduction: 8 -> 4 in the code, nothing in the config
+    monkeypatch.setattr(init, "__defaults__", tuple(defaults))
+    assert finished_run(cfg) is None
+    record = json.loads((tmp_path / "r" / "run.json").read_text())
+    del record["architecture"]  # a record from before the field: still reused
+    (tmp_path / "r" / "run.json").write_text(json.dumps(record))
+    assert finished_run(cfg) is not None
