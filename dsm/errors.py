@@ -3,7 +3,10 @@ and exit status 2 (argparse's own status for a bad argument)."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 
 def one_line(e: BaseException | str) -> str:
@@ -16,3 +19,28 @@ def fail(problem: BaseException | str, prog: str = "error") -> int:
     """Print ``prog: problem`` as one line on stderr and return 2, for ``return fail(e)`` in a command."""
     print(f"{prog}: {one_line(problem)}", file=sys.stderr)
     return 2
+
+
+def missing_parents(path: Path) -> list[Path]:
+    """The folders above ``path`` that do not exist yet, deepest first."""
+    return [p for p in [path.parent, *path.parent.parents] if not p.exists()]
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove each folder that is still empty (deepest first): what a failed command made and left unused."""
+    for p in folders:
+        if p.is_dir() and not any(p.iterdir()):
+            p.rmdir()
+
+
+@contextlib.contextmanager
+def parents_made_for(path: Path) -> Iterator[None]:
+    """Create ``path``'s missing folders for the block and remove them again if it fails: a failed
+    command leaves nothing half-written, not even an empty folder."""
+    made = missing_parents(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        remove_empty(made)
+        raise

@@ -31,7 +31,7 @@ import torch.nn as nn
 
 import dsm
 from dsm.checkpoint import load_model
-from dsm.errors import one_line
+from dsm.errors import one_line, parents_made_for
 from dsm.preprocess import MEAN, STD
 from dsm.reparam import reparameterize
 
@@ -65,7 +65,19 @@ def export_model(
     if exporter not in ("torchscript", "dynamo"):
         raise ValueError(f"unknown exporter {exporter!r}: torchscript or dynamo")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with parents_made_for(path):
+        return _export(model, path, input_shape, opset, dynamic_batch, metadata, exporter)
+
+
+def _export(
+    model: nn.Module,
+    path: Path,
+    input_shape: Sequence[int],
+    opset: int,
+    dynamic_batch: bool,
+    metadata: dict[str, Any] | None,
+    exporter: str,
+) -> Path:
     model = copy.deepcopy(model).cpu().eval()
     x = torch.zeros(*input_shape)
     # exporters write beside their target (dynamo adds NAME.data): work in a scratch folder, move one file at the end

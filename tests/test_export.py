@@ -182,3 +182,9 @@ def test_export_leaves_the_callers_model_as_it_was(tmp_path):
     export_model(model, tmp_path / "m.onnx", (1, 1, 48, 48))
     assert model.training  # not switched to eval behind the caller's back
     assert max_abs_error(tmp_path / "m.onnx", model, (2, 1, 48, 48)) < 1e-4 and model.training
+
+
+def test_a_failed_export_leaves_no_folder_behind(gray_ckpt, tmp_path):
+    with pytest.warns(UserWarning, match="TorchScript exporter failed"), pytest.raises(ExportError):
+        export_checkpoint(gray_ckpt, tmp_path / "new" / "deeper" / "o.onnx", 99)
+    assert list(tmp_path.iterdir()) == []

@@ -29,6 +29,8 @@ from types import TracebackType
 import numpy as np
 import pandas as pd
 
+from dsm.errors import missing_parents, remove_empty
+
 CANONICAL_CLASSES = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger", "contempt")
 SPLITS = ("train", "val", "test")
 META_COLUMNS = ("index", "source", "label", "split", "fold", "subject")
@@ -175,7 +177,7 @@ class PreparedWriter:
 
     def __enter__(self) -> PreparedWriter:
         # the parent folders this writer creates, deepest first: removed again if preparing fails
-        self._made = [p for p in [self.out.parent, *self.out.parent.parents] if not p.exists()]
+        self._made = missing_parents(self.out)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         # not tempfile.mkdtemp: its 0700 mode would make the prepared directory private
         self.tmp = self.out.parent / f".{self.out.name}.tmp-{uuid.uuid4().hex[:12]}"
@@ -208,9 +210,7 @@ class PreparedWriter:
             if self.tmp.exists():
                 shutil.rmtree(self.tmp, ignore_errors=True)
             if exc_type is not None or not self.out.exists():
-                for p in self._made:
-                    if p.exists() and not any(p.iterdir()):
-                        p.rmdir()
+                remove_empty(self._made)
 
     def _finish(self) -> None:
         if len(self._rows) != self.n:
