@@ -76,13 +76,14 @@ class TrainConfig:
         def number(v: Any) -> bool:
             return isinstance(v, int | float) and not isinstance(v, bool)
 
+        def count(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
         for name in ("epochs", "batch_size", "input_size", "eval_batch_size"):
-            v = getattr(self, name)
-            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            if not count(getattr(self, name)):
                 raise bad(name, "a positive integer")
         for name in ("in_chans", "threads", "limit_train_batches", "early_stop_patience"):
-            v = getattr(self, name)
-            if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            if getattr(self, name) is not None and not count(getattr(self, name)):
                 raise bad(name, "a positive integer or null")
         for name in ("lr", "weight_decay", "warmup_epochs", "min_lr", "crop_scale", "rotation", "mixup", "cutmix"):
             if not (number(getattr(self, name)) and getattr(self, name) >= 0):

@@ -101,12 +101,7 @@ class RunRecord:
                 "protocol_notes": list(getattr(splits, "notes", [])),
             },
             git_commit=git_commit(),
-            versions={
-                "dsm": _version(),
-                "torch": torch.__version__,
-                "timm": timm.__version__,
-                "python": platform.python_version(),
-            },
+            versions={**_versions(), "python": platform.python_version()},
             device=device_name(device),
             started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             architecture=architecture(cfg),
@@ -127,7 +122,7 @@ class RunRecord:
             {
                 "epoch": epoch,
                 "git_commit": git_commit(),
-                "versions": {"dsm": _version(), "torch": torch.__version__, "timm": timm.__version__},
+                "versions": _versions(),
                 "device": device_name(device),
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
@@ -147,6 +142,11 @@ class RunRecord:
         tmp = path.with_name("run.json.tmp")
         tmp.write_text(json.dumps(self.to_dict(), indent=1, default=str) + "\n")
         os.replace(tmp, path)
+
+
+def _versions() -> dict[str, str]:
+    """The versions of what computes a run (a run record's and each resume's)."""
+    return {"dsm": _version(), "torch": torch.__version__, "timm": timm.__version__}
 
 
 def _version() -> str:

@@ -79,12 +79,12 @@ def prepare(
             if neutral_first_frame:
                 warnings.warn("--neutral-first-frame ignored: CK+48 has no sequences", stacklevel=2)
             layout, neutral_first_frame = "ck+48", False
+            if not contempt:  # its contempt folder (the original layout skips contempt sequences whole)
+                records = [r for r in records if r.label != "contempt"]
 
             def load(r: Record) -> np.ndarray:
                 return resize(decode_image(src.read(r.key), src.describe(r.key)), size)
 
-        if not contempt:  # CK+48's contempt folder; before the folds, which balance the images kept
-            records = [r for r in records if r.label != "contempt"]
         official = official_class_counts(neutral_first_frame, contempt)
         records, k = with_folds(records, folds)
         classes = {c for c in EMOTIONS if contempt or c != "contempt"} | {r.label for r in records}
