@@ -61,6 +61,11 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA only
     eval_batch_size: int = 256
     limit_train_batches: int | None = None  # for smoke tests
+    # a lease or job with a deadline: stop cleanly before the next epoch would pass this many seconds (resume
+    # continues), and/or leave the final evaluation of the best checkpoint to the next resume (a machine that
+    # holds no test images)
+    time_limit: float | None = None
+    defer_test: bool = False
     out: str = "runs/default"
     recipe: str = "default"
 
@@ -94,8 +99,9 @@ class TrainConfig:
             raise bad("random_erasing", "a probability in [0, 1]")
         if self.ema_decay is not None and not (number(self.ema_decay) and 0 < self.ema_decay < 1):
             raise bad("ema_decay", "in (0, 1) or null")
-        if self.grad_clip is not None and not (number(self.grad_clip) and self.grad_clip > 0):
-            raise bad("grad_clip", "a positive number or null")
+        for name in ("grad_clip", "time_limit"):
+            if getattr(self, name) is not None and not (number(getattr(self, name)) and getattr(self, name) > 0):
+                raise bad(name, "a positive number or null")
         if not (number(self.val_fraction) and 0 < self.val_fraction < 1):
             raise bad("val_fraction", "in (0, 1)")
         return self
@@ -128,8 +134,19 @@ class TrainConfig:
             raise ValueError(f"{path}: {e}") from e
 
 
-EXECUTION_FIELDS = ("data", "out", "device", "threads", "compile", "channels_last", "eval_batch_size")
-"""Fields a resumed or reused run may change: where the data and the run live, and how fast it executes.
+EXECUTION_FIELDS = (
+    "data",
+    "out",
+    "device",
+    "threads",
+    "compile",
+    "channels_last",
+    "eval_batch_size",
+    "time_limit",
+    "defer_test",
+)
+"""Fields a resumed or reused run may change: where the data and the run live, how fast it executes and
+where one invocation stops.
 They do not change the model, the data (checked by manifest hash) or the recipe. On one device they change
 results only up to float rounding; moving a run between CPU and GPU also changes its random streams (the
 augmentation draws on the device) and, on a GPU, turns on bf16 autocast, so such a run is valid but not

@@ -42,11 +42,14 @@ def git_commit() -> str | None:
     What ``dsm reproduce`` itself writes (the executed notebooks, the table of contents, the
     figures, run records) does not count: a fresh clone's own reproduction is not "dirty".
     Asked once per process: a long ``dsm reproduce --train-only`` runs the code it loaded at its start,
-    so later runs of that process must name that commit, not one HEAD has moved to since."""
+    so later runs of that process must name that commit, not one HEAD has moved to since.
+    A copy of a checkout without its ``.git`` (the working tree sent to a GPU machine, a container)
+    names its commit in ``DSM_GIT_COMMIT``; a checkout's own HEAD always wins over it."""
+    copied_from = os.environ.get("DSM_GIT_COMMIT") or None
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_REPO, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
-            return None
+            return copied_from
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *(f":!{p}" for p in GENERATED)],
             cwd=_REPO,
@@ -56,7 +59,7 @@ def git_commit() -> str | None:
         )
         return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
-        return None
+        return copied_from
 
 
 @dataclass

@@ -41,6 +41,8 @@ from dsm.preprocess import to_model_input
 from dsm.registry import create_model
 from dsm.runs import RunRecord, architecture, trained_on
 
+CHECK_EVERY = 50  # training steps between reads of the running loss (a NaN check and the progress bar)
+
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
@@ -277,7 +279,10 @@ class Trainer:
             perm = torch.randperm(len(x), generator=gen)
         perm = perm[self.rank :: self.world].to(self.device)  # same permutation on every rank, sharded
         self.train_model.train()
-        loss_sum, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+        # running sums stay on the device: reading them every step would stall a GPU behind the Python loop
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        seen, t0 = 0, time.perf_counter()
         bar = tqdm(
             range(self.steps_per_epoch),
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -289,15 +294,18 @@ class Trainer:
             xb, target = self.make_batch(idx)
             lr = lr_at(cfg, self.state["step"], self.total_steps, self.steps_per_epoch)
             logits, loss = self.train_step(xb, target, lr)
-            if not math.isfinite(value := float(loss)):  # before any checkpoint: last.* keeps the last good epoch
-                raise FloatingPointError(
-                    f"{self.out}: training loss is {value} at epoch {epoch + 1}, step {i + 1}; the run stopped "
-                    "(lower the learning rate, or check the data)"
-                )
-            loss_sum += value * len(idx)
-            correct += int((logits.argmax(1) == y[idx]).sum())
+            loss_sum += loss * len(idx)
+            correct += (logits.argmax(1) == y[idx]).sum()
             seen += len(idx)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.2e}")
+            if (i + 1) % CHECK_EVERY == 0 or i + 1 == self.steps_per_epoch:
+                # before any checkpoint: last.* keeps the last good epoch
+                if not math.isfinite(mean := float(loss_sum) / seen):
+                    raise FloatingPointError(
+                        f"{self.out}: training loss is {mean} at epoch {epoch + 1}, by step {i + 1}; the run "
+                        "stopped (lower the learning rate, or check the data)"
+                    )
+                bar.set_postfix(loss=f"{mean:.3f}", lr=f"{lr:.2e}")
+        loss_sum, correct = float(loss_sum), int(correct)
         dt = time.perf_counter() - t0
         return {
             "train_loss": loss_sum / seen,
@@ -320,13 +328,16 @@ class Trainer:
         )
 
     def fit(self) -> dict:
-        cfg = self.cfg
+        """Train to the end of the schedule (or an early stop), then ``finish``. With ``time_limit`` or
+        ``defer_test`` it may return first, the run resumable and its record still "running"."""
+        cfg, t_start = self.cfg, time.perf_counter()
         if self.resume and self.load_last() and self.rank == 0:
             print(f"resumed {self.out} at epoch {self.state['epoch']}", flush=True)
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             self.record.write(self.out)
         while self.state["epoch"] < cfg.epochs and not self.state["stopped_early"]:
+            t_epoch = time.perf_counter()
             epoch = self.state["epoch"]
             row = {"epoch": epoch + 1, **self.train_epoch(epoch)}
             val = self.validate()
@@ -355,7 +366,27 @@ class Trainer:
                     f"{row['images_per_s']:.0f} img/s" + (" | early stop" if self.state["stopped_early"] else ""),
                     flush=True,
                 )
+            if cfg.time_limit is not None and self._out_of_time(t_start, t_epoch):
+                break
+        done = self.state["epoch"] >= cfg.epochs or self.state["stopped_early"]
+        if not done or cfg.defer_test:
+            if self.rank == 0:
+                why = "its final evaluation is deferred" if done else f"time limit of {cfg.time_limit:g} s"
+                print(
+                    f"{self.out}: stopped after epoch {self.state['epoch']} of {cfg.epochs} ({why}); "
+                    "the same command with --resume continues it",
+                    flush=True,
+                )
+            return self.record.to_dict()
         return self.finish()
+
+    def _out_of_time(self, t_start: float, t_epoch: float) -> bool:
+        """Whether the next epoch, as long as the last one, would end past ``time_limit`` (on any rank)."""
+        now = time.perf_counter()
+        late = torch.tensor(float(now - t_start + (now - t_epoch) > self.cfg.time_limit), device=self.device)
+        if self.world > 1:  # ranks must stop after the same epoch
+            dist.all_reduce(late, op=dist.ReduceOp.MAX)
+        return bool(late)
 
     @torch.no_grad()
     def _rank_divergence(self) -> float:

@@ -32,6 +32,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the training model")
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop cleanly before the next epoch would end past this many seconds (--resume continues)",
+    )
+    p.add_argument(
+        "--defer-test",
+        action="store_true",
+        default=None,
+        help="train, but leave the final evaluation (validation and test) to the next --resume",
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any TrainConfig field (YAML value)")
     p.add_argument("--profile", action="store_true", help="measure images/s (full step vs fwd+bwd) and exit")
     p.add_argument("--profile-steps", type=int, default=20)
@@ -54,6 +67,8 @@ _FLAGS = (
     "device",
     "threads",
     "compile",
+    "time_limit",
+    "defer_test",
 )
 
 
@@ -135,6 +150,9 @@ def run(args: argparse.Namespace) -> int:
         return fail(e)
     except OSError as e:  # --out not writable, not a folder
         return fail(f"{e.filename or cfg.out}: {e.strerror or e}")
+    if record["status"] != "finished":
+        print(json.dumps({"out": cfg.out, "status": record["status"], "epochs_done": len(record["epochs"])}))
+        return 0
     test = record["test_metrics"] or {}
     print(
         json.dumps(

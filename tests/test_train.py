@@ -128,9 +128,38 @@ def test_resume_after_kill_matches_uninterrupted_run(toy, tmp_path):
 
 def test_a_diverged_run_stops_before_writing_a_checkpoint(toy, tmp_path):
     cfg = _cfg(toy, tmp_path / "nan", lr=1e30, epochs=2)
-    with pytest.raises(FloatingPointError, match=r"nan: training loss is nan at epoch 1, step \d+; the run stopped"):
+    with pytest.raises(FloatingPointError, match=r"nan: training loss is nan at epoch 1, by step \d+; the run stopped"):
         train(cfg, show_progress=False)
     assert load_run(tmp_path / "nan")["status"] == "running" and not (tmp_path / "nan" / "best.json").exists()
+
+
+def test_a_time_limit_pauses_and_resume_matches_an_uninterrupted_run(toy, tmp_path, capsys):
+    """A lease with a deadline: the run stops between epochs, still "running", and --resume finishes it."""
+    full = train(_cfg(toy, tmp_path / "full"), show_progress=False)
+    cfg = _cfg(toy, tmp_path / "leased", time_limit=1e-9)  # no epoch fits: stop after the first
+    paused = train(cfg, show_progress=False)
+    assert paused["status"] == "running" and len(paused["epochs"]) == 1 and paused["test_metrics"] is None
+    assert "stopped after epoch 1 of 3 (time limit of 1e-09 s)" in capsys.readouterr().out
+    resumed = train(cfg.replace(time_limit=None), resume=True, show_progress=False)
+    assert resumed["status"] == "finished" and len(resumed["epochs"]) == 3
+    assert resumed["test_metrics"]["accuracy"] == full["test_metrics"]["accuracy"]
+    assert resumed["epochs"][-1]["train_loss"] == pytest.approx(full["epochs"][-1]["train_loss"], abs=1e-6)
+
+
+def test_a_deferred_test_is_run_by_the_next_resume(toy, tmp_path):
+    """A machine without the test images trains every epoch; the final evaluation waits for one that has them."""
+    cfg = _cfg(toy, tmp_path / "run", defer_test=True)
+    trained = train(cfg, show_progress=False)
+    assert trained["status"] == "running" and len(trained["epochs"]) == 3 and trained["val_metrics"] is None
+    assert load_run(tmp_path / "run")["status"] == "running"
+    finished = train(cfg.replace(defer_test=False), resume=True, show_progress=False)
+    assert finished["status"] == "finished" and len(finished["epochs"]) == 3
+    assert finished["test_metrics"]["accuracy"] > 0.5 and finished["resumes"][0]["epoch"] == 3
+
+
+def test_time_limit_must_be_positive():
+    with pytest.raises(ValueError, match="time_limit must be a positive number or null, got 0"):
+        TrainConfig(time_limit=0).check()
 
 
 def test_resume_repairs_a_stop_between_last_and_best(toy, tmp_path):
@@ -418,6 +447,25 @@ def test_git_commit_is_the_one_the_process_started_with(monkeypatch):
 
     monkeypatch.setattr(runs.subprocess, "run", moved)
     assert runs.git_commit() == first
+
+
+def test_a_copy_without_git_names_its_commit_from_the_environment(monkeypatch):
+    """The working tree sent to a GPU machine has no .git: its run records take DSM_GIT_COMMIT."""
+    from dsm import runs
+
+    def no_git(*args, **kwargs):
+        return subprocess.CompletedProcess(args, 128, "", "fatal: not a git repository")
+
+    monkeypatch.setattr(runs.subprocess, "run", no_git)
+    monkeypatch.setenv("DSM_GIT_COMMIT", "abc123")
+    runs.git_commit.cache_clear()
+    try:
+        assert runs.git_commit() == "abc123"
+        monkeypatch.delenv("DSM_GIT_COMMIT")
+        runs.git_commit.cache_clear()
+        assert runs.git_commit() is None
+    finally:
+        runs.git_commit.cache_clear()
 
 
 def test_a_changed_code_default_is_not_the_same_run(toy, tmp_path, monkeypatch):
