@@ -7,7 +7,8 @@ final evaluation of the best checkpoint happens on this machine when the run is 
 training and validation pixels is checked after unpacking, so the GPU trains on exactly the prepared images.
 
     here:   python benchmarks/device_session.py pack --data data/fer2013 --out .devdata/fer2013
-    there:  python benchmarks/device_session.py unpack --src .devdata/fer2013 --out /tmp/fer2013
+    there:  export PYTHONPATH=$PWD DSM_GIT_COMMIT=<the commit sent>   # its copy's .git may be stale
+            python benchmarks/device_session.py unpack --src .devdata/fer2013 --out /tmp/fer2013
             python benchmarks/device_session.py train --data /tmp/fer2013 --deadline 420 \\
                 --job full:dsm:seed0 --job cpu:dsm-epochs=150:seed0
             python benchmarks/device_session.py bench --profile cpu --data /tmp/fer2013 \\
@@ -197,6 +198,7 @@ def collect(runs: list[Path], out: Path) -> None:
 
 def restore(src: Path, runs: Path) -> None:
     """Join the parts fetched from the lease and unpack each run under ``runs`` (``<profile>/<variant>/<seed>``)."""
+    runs.mkdir(parents=True, exist_ok=True)
     for first in sorted(src.glob("*.tar.0")):
         stem = first.name[: -len(".0")]
         parts = sorted(src.glob(f"{stem}.*"), key=lambda p: int(p.suffix[1:]))

@@ -20,6 +20,7 @@ measures the whole ``dsm predict`` pipeline (face detection + classification) on
 from __future__ import annotations
 
 import contextlib
+import json
 import platform
 import statistics
 import tempfile
@@ -238,6 +239,13 @@ def compare(
             res.device, res.threads = device_name(device, threads), threads or torch.get_num_threads()
             res.extra["conditions"] = cond
     return results
+
+
+def load_results(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(results, meta) of a benchmark recorded as JSON elsewhere, e.g. timed on a lent GPU by
+    ``benchmarks/device_session.py bench``: ``viz.bench_table`` and ``viz.bench_caption`` take the results."""
+    d = json.loads(Path(path).read_text())
+    return d["results"], d.get("meta", {})
 
 
 def conditions() -> dict[str, Any]:

@@ -43,13 +43,14 @@ def git_commit() -> str | None:
     figures, run records) does not count: a fresh clone's own reproduction is not "dirty".
     Asked once per process: a long ``dsm reproduce --train-only`` runs the code it loaded at its start,
     so later runs of that process must name that commit, not one HEAD has moved to since.
-    A copy of a checkout without its ``.git`` (the working tree sent to a GPU machine, a container)
-    names its commit in ``DSM_GIT_COMMIT``; a checkout's own HEAD always wins over it."""
-    copied_from = os.environ.get("DSM_GIT_COMMIT") or None
+    A copy of a checkout (the working tree sent to a GPU machine, a container) names the commit it was
+    copied from in ``DSM_GIT_COMMIT``, which wins: such a copy may carry no ``.git``, or a stale one."""
+    if copied_from := os.environ.get("DSM_GIT_COMMIT"):
+        return copied_from
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_REPO, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
-            return copied_from
+            return None
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *(f":!{p}" for p in GENERATED)],
             cwd=_REPO,
@@ -59,7 +60,7 @@ def git_commit() -> str | None:
         )
         return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
-        return copied_from
+        return None
 
 
 @dataclass

@@ -303,18 +303,23 @@ def bench_table(results: Sequence[Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def bench_caption(results: Sequence[Any]) -> str:
-    """Markdown: where, when and how ``dsm.bench.compare`` timed ``results`` (one interleaved run)."""
+def bench_caption(results: Sequence[Any], meta: Mapping[str, Any] | None = None) -> str:
+    """Markdown: where, when and how ``dsm.bench.compare`` timed ``results`` (one interleaved run); ``meta``
+    of a recorded benchmark (``dsm.bench.load_results``) adds its versions and note."""
     from dsm.bench import describe_conditions
 
     ds = [r.to_dict() if hasattr(r, "to_dict") else dict(r) for r in results]
     d, skipped = ds[0], sorted({op for r in ds for op in r["extra"].get("ops_not_counted", {})})
     ops = ", ".join(op.removeprefix("aten::") for op in skipped)
+    meta = meta or {}
+    versions = ", ".join(f"{k} {meta[k]}" for k in ("torch", "cuda") if meta.get(k))
+    device = d["device"] + (f" ({versions})" if versions else "")
     return (
-        f"Measured on {d['device']}; median and inter-quartile range of {d['latency_runs']} timed runs per "
+        f"Measured on {device}; median and inter-quartile range of {d['latency_runs']} timed runs per "
         f"configuration, batch 1. {describe_conditions(d['extra'].get('conditions'))} "
         + (f"Ops not counted as MACs (element-wise ops and pooling, by the convention): {ops}. " if ops else "")
         + "BN left: BatchNorm layers the deployed model still runs after re-parameterisation and Conv-BN folding."
+        + (f" {meta['note']}" if meta.get("note") else "")
     )
 
 

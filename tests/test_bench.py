@@ -151,3 +151,19 @@ def test_latency_puts_the_thread_count_back():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_recorded_benchmark_loads_into_the_table_and_caption(tmp_path):
+    """A GPU timing recorded elsewhere (benchmarks/device_session.py) renders like a live one."""
+    from dsm import viz
+    from dsm.study import Experiment
+
+    res = compare([BenchConfig("dsm_net", "dsm", 32, 1)], runs=2, warmup=0)
+    meta = {"torch": "9.9", "note": "A note."}
+    path = tmp_path / "bench_gpu_toy_quick.json"
+    path.write_text(json.dumps({"meta": meta, "results": [r.to_dict() for r in res]}))
+    results, loaded = Experiment.create("quick", "toy", tmp_path, tmp_path).recorded_gpu_bench(tmp_path)
+    assert viz.bench_table(results)["config"].tolist() == [res[0].name] and loaded == meta
+    caption = viz.bench_caption(results, loaded)
+    assert "(torch 9.9)" in caption and caption.endswith("Conv-BN folding. A note.")
+    assert Experiment.create("smoke", "toy", tmp_path, tmp_path).recorded_gpu_bench(tmp_path) is None

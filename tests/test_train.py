@@ -449,20 +449,21 @@ def test_git_commit_is_the_one_the_process_started_with(monkeypatch):
     assert runs.git_commit() == first
 
 
-def test_a_copy_without_git_names_its_commit_from_the_environment(monkeypatch):
-    """The working tree sent to a GPU machine has no .git: its run records take DSM_GIT_COMMIT."""
+def test_a_copy_of_the_tree_names_its_commit_from_the_environment(monkeypatch):
+    """The working tree sent to a GPU machine may carry no .git, or a stale one: DSM_GIT_COMMIT wins."""
     from dsm import runs
 
-    def no_git(*args, **kwargs):
-        return subprocess.CompletedProcess(args, 128, "", "fatal: not a git repository")
-
-    monkeypatch.setattr(runs.subprocess, "run", no_git)
-    monkeypatch.setenv("DSM_GIT_COMMIT", "abc123")
     runs.git_commit.cache_clear()
     try:
-        assert runs.git_commit() == "abc123"
-        monkeypatch.delenv("DSM_GIT_COMMIT")
+        head = runs.git_commit()
         runs.git_commit.cache_clear()
+        monkeypatch.setenv("DSM_GIT_COMMIT", "abc123")
+        assert runs.git_commit() == "abc123" != head
+        runs.git_commit.cache_clear()
+        monkeypatch.delenv("DSM_GIT_COMMIT")
+        monkeypatch.setattr(
+            runs.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 128, "", "not a git repository")
+        )
         assert runs.git_commit() is None
     finally:
         runs.git_commit.cache_clear()
