@@ -126,20 +126,29 @@ def job_config(spec: str, data: str, runs: str, dataset: str = "fer2013"):
     raise SystemExit(f"--job {spec}: no such run in profile {profile}")
 
 
-def train_one(spec: str, data: str, runs: str, time_limit: float, compile: bool, dataset: str, device: str) -> int:
+def train_one(
+    spec: str, data: str, runs: str, time_limit: float, compile: bool, dataset: str, device: str, mode: str | None
+) -> int:
     from dsm.train import train
 
     cfg = job_config(spec, data, runs, dataset).replace(
-        device=device, compile=compile, time_limit=time_limit, defer_test=True, eval_batch_size=1024
+        device=device,
+        compile=compile,
+        compile_mode=mode if compile else None,
+        time_limit=time_limit,
+        defer_test=True,
+        eval_batch_size=1024,
     )
     record = train(cfg, resume=True, show_progress=False)
     print(json.dumps({"job": spec, "status": record["status"], "epochs_done": len(record["epochs"])}), flush=True)
     return 0
 
 
-def train_jobs(jobs: list[str], data: str, runs: str, deadline: float, dataset: str, device: str) -> None:
+def train_jobs(
+    jobs: list[str], data: str, runs: str, deadline: float, dataset: str, device: str, mode: str | None = None
+) -> None:
     """Every job in its own process, at once (one small network leaves most of an H200 idle); a job whose
-    compiled start fails is resumed uncompiled. Each stops cleanly before ``deadline`` seconds from now."""
+    compiled run fails is resumed uncompiled. Each stops cleanly before ``deadline`` seconds from now."""
     t0 = time.monotonic()
 
     def launch(spec: str, compile: bool) -> subprocess.Popen:
@@ -147,7 +156,7 @@ def train_jobs(jobs: list[str], data: str, runs: str, deadline: float, dataset: 
         out.mkdir(parents=True, exist_ok=True)
         left = max(1.0, deadline - (time.monotonic() - t0))
         cmd = [sys.executable, __file__, "train-one", spec, "--data", data, "--runs", runs, "--time-limit", f"{left}"]
-        cmd += ["--dataset", dataset, "--device", device]
+        cmd += ["--dataset", dataset, "--device", device] + (["--compile-mode", mode] if mode else [])
         log = open(out / "device.log", "a")  # noqa: SIM115 (closed with the process)
         print(f"[{time.monotonic() - t0:6.1f} s] {spec}: start (compile {compile}, time limit {left:.0f} s)")
         return subprocess.Popen(cmd + ([] if compile else ["--no-compile"]), stdout=log, stderr=subprocess.STDOUT)
@@ -225,12 +234,14 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--runs", default="runs/fer2013")
     a.add_argument("--deadline", type=float, required=True, help="seconds from now by which every job has stopped")
     a.add_argument("--job", action="append", required=True, help="profile:variant:repeat, e.g. full:dsm:seed0")
+    a.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)")
     a = sub.add_parser("train-one")
     a.add_argument("spec")
     a.add_argument("--data", required=True)
     a.add_argument("--runs", required=True)
     a.add_argument("--time-limit", type=float, required=True)
     a.add_argument("--no-compile", action="store_true")
+    a.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)")
     a = sub.add_parser("bench")
     a.add_argument("--profile", required=True)
     a.add_argument("--data", required=True)
@@ -250,10 +261,17 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "unpack":
         unpack(args.src, args.out)
     elif args.cmd == "train":
-        train_jobs(args.job, args.data, args.runs, args.deadline, args.dataset, args.device)
+        train_jobs(args.job, args.data, args.runs, args.deadline, args.dataset, args.device, args.compile_mode)
     elif args.cmd == "train-one":
         return train_one(
-            args.spec, args.data, args.runs, args.time_limit, not args.no_compile, args.dataset, args.device
+            args.spec,
+            args.data,
+            args.runs,
+            args.time_limit,
+            not args.no_compile,
+            args.dataset,
+            args.device,
+            args.compile_mode,
         )
     elif args.cmd == "bench":
         bench(args.profile, args.data, args.out, args.dataset, args.device)

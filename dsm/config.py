@@ -58,6 +58,9 @@ class TrainConfig:
     # dsm_net at 112 px aborts in libgomp ("Out of memory allocating" ~200 GB), so it is opt-in there.
     channels_last: bool | None = None
     compile: bool = False
+    # torch.compile's mode when compiling; "reduce-overhead" replays each step as a CUDA graph, for a GPU whose
+    # steps are launch-bound (a small network, or a sandbox where each kernel launch is slow)
+    compile_mode: str | None = None
     amp: bool = True  # bf16 autocast on CUDA only
     eval_batch_size: int = 256
     limit_train_batches: int | None = None  # for smoke tests
@@ -102,6 +105,8 @@ class TrainConfig:
         for name in ("grad_clip", "time_limit"):
             if getattr(self, name) is not None and not (number(getattr(self, name)) and getattr(self, name) > 0):
                 raise bad(name, "a positive number or null")
+        if self.compile_mode not in COMPILE_MODES:
+            raise bad("compile_mode", f"one of {', '.join(map(str, COMPILE_MODES))}")
         if not (number(self.val_fraction) and 0 < self.val_fraction < 1):
             raise bad("val_fraction", "in (0, 1)")
         return self
@@ -134,12 +139,15 @@ class TrainConfig:
             raise ValueError(f"{path}: {e}") from e
 
 
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 EXECUTION_FIELDS = (
     "data",
     "out",
     "device",
     "threads",
     "compile",
+    "compile_mode",
     "channels_last",
     "eval_batch_size",
     "time_limit",

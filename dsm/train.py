@@ -152,7 +152,7 @@ class Trainer:
         if self.world > 1:
             self.train_model = nn.parallel.DistributedDataParallel(self.model)
         if cfg.compile:
-            self.train_model = torch.compile(self.train_model)
+            self.train_model = torch.compile(self.train_model, mode=cfg.compile_mode)
         self.augment = BatchAugment(
             len(self.classes), cfg.hflip, cfg.crop_scale, cfg.rotation, cfg.random_erasing, cfg.mixup, cfg.cutmix
         )

@@ -157,6 +157,12 @@ def test_a_deferred_test_is_run_by_the_next_resume(toy, tmp_path):
     assert finished["test_metrics"]["accuracy"] > 0.5 and finished["resumes"][0]["epoch"] == 3
 
 
+def test_compile_mode_is_checked_and_only_an_execution_setting():
+    with pytest.raises(ValueError, match="compile_mode must be one of None, default, reduce-overhead"):
+        TrainConfig(compile_mode="fast").check()
+    assert TrainConfig(compile=True, compile_mode="reduce-overhead").check().same_run(TrainConfig().to_dict())
+
+
 def test_time_limit_must_be_positive():
     with pytest.raises(ValueError, match="time_limit must be a positive number or null, got 0"):
         TrainConfig(time_limit=0).check()
