@@ -409,10 +409,12 @@ def run(args: argparse.Namespace) -> int:
         return ensure_synthetic(out, profile) if prepare else out
 
     if args.plan or args.train_only:  # runs only: nothing is written into the book
+        missing = []
         for dataset in datasets:
             data_dir = data_dir_of(dataset, prepare=args.train_only)
             if not (data_dir / "manifest.json").is_file():
                 print(f"[{dataset}] skipped: {data_dir}/manifest.json not found")
+                missing.append(f"{data_dir}/manifest.json")
                 continue
             runs_dir = runs_root / dataset / profile.name
             if args.plan:
@@ -430,6 +432,10 @@ def run(args: argparse.Namespace) -> int:
             exp.run(exp.training_order())
         if args.train_only:
             print(f"dsm reproduce --train-only: {time.perf_counter() - t_start:.0f} s", flush=True)
+        if missing:  # the other data sets were done: the exit status says that one was not
+            return fail(
+                f"{', '.join(missing)}: not found (prepare the data set: data_scripts/prepare.py)", "dsm reproduce"
+            )
         return 0
 
     book_dir = Path(args.book)

@@ -183,3 +183,17 @@ def test_numeric_flags_are_checked_by_the_parser(capsys):
         assert exit_.value.code == 2 and "must be" in capsys.readouterr().err
     assert main(["reproduce", "--datasets", "bogus", "--plan"]) == 2
     assert capsys.readouterr().err.startswith("dsm reproduce: --datasets: unknown data set 'bogus'")
+
+
+def test_plan_and_train_only_fail_on_a_data_set_that_is_not_prepared(tmp_path, capsys):
+    """The other data sets still run; the exit status and one line on stderr say which one could not."""
+    for flag in ("--plan", "--train-only"):
+        argv = ["reproduce", "--datasets", "fer2013", "--data-root", str(tmp_path), "--profile", "smoke", flag]
+        assert main(argv) == 2
+        captured = capsys.readouterr()
+        assert f"[fer2013] skipped: {tmp_path}/fer2013/manifest.json not found" in captured.out
+        assert captured.err == (
+            f"dsm reproduce: {tmp_path}/fer2013/manifest.json: not found (prepare the data set: "
+            "data_scripts/prepare.py)\n"
+        )
+    assert not any(tmp_path.iterdir())
