@@ -615,12 +615,14 @@ class Experiment:
         cfg = recipe(self.profile.recipe, **self.profile.overrides)
         return cfg.in_chans or data.channels, cfg.input_size, len(data.classes)
 
-    def recorded_gpu_bench(self, root: str | os.PathLike = "benchmarks/results") -> tuple[list[dict], dict] | None:
+    def recorded_gpu_bench(self, root: str | os.PathLike | None = None) -> tuple[list[dict], dict] | None:
         """(results, meta) of this data set's and profile's networks timed on a lent GPU
-        (``benchmarks/device_session.py bench``), or None where none was recorded."""
+        (``benchmarks/device_session.py bench``; ``root`` default: the checkout's benchmarks/results), or
+        None where none was recorded."""
         from dsm.bench import load_results
 
-        path = Path(root) / f"bench_gpu_{self.dataset}_{self.profile.name}.json"
+        root = Path(root) if root is not None else Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+        path = root / f"bench_gpu_{self.dataset}_{self.profile.name}.json"
         return load_results(path) if path.is_file() else None
 
     def bench_configs(self) -> list[BenchConfig]:
