@@ -466,7 +466,8 @@ def run(args: argparse.Namespace) -> int:
             return fail(e, "dsm reproduce")
     write_toc(book_dir)
     rc = 0 if args.no_build else build_book(book_dir, strict=not args.no_strict)
-    print(f"dsm reproduce: {time.perf_counter() - t_start:.0f} s, book {'built' if rc == 0 else 'FAILED'}", flush=True)
+    book = "not built (--no-build)" if args.no_build else "built" if rc == 0 else "FAILED"
+    print(f"dsm reproduce: {time.perf_counter() - t_start:.0f} s, book {book}", flush=True)
     if failures:
         print(f"dsm reproduce: notebooks failed, their previous pages kept: {', '.join(failures)}", flush=True)
         return rc or 1
