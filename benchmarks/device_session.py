@@ -7,7 +7,7 @@ final evaluation of the best checkpoint happens on this machine when the run is 
 training and validation pixels is checked after unpacking, so the GPU trains on exactly the prepared images.
 
     here:   python benchmarks/device_session.py pack --data data/fer2013 --out .devdata/fer2013
-    there:  export PYTHONPATH=$PWD DSM_GIT_COMMIT=<the commit sent>   # its copy's .git may be stale
+    there:  export PYTHONPATH=$PWD DSM_GIT_COMMIT=<dsm.runs.git_commit() here, "+dirty" and all>
             python benchmarks/device_session.py unpack --src .devdata/fer2013 --out /tmp/fer2013
             python benchmarks/device_session.py train --data /tmp/fer2013 --deadline 420 \\
                 --job full:dsm:seed0 --job cpu:dsm-epochs=150:seed0
@@ -30,10 +30,13 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from dsm.data.format import WITHHELD
 
 SPLITS_SENT = ("train", "val")
 PART_BYTES = 15 * 2**20  # files coming back from the machine: 16 MiB each at most
@@ -70,6 +73,8 @@ def pack(data: Path, out: Path) -> None:
     import pandas as pd
 
     images = np.load(data / "images.npy", mmap_mode="r")
+    if images.ndim != 3:
+        raise SystemExit(f"{data / 'images.npy'}: {images.shape} images; pack sends gray N x H x W sets only")
     split = pd.read_csv(data / "meta.csv", usecols=["split"])["split"].to_numpy()
     keep = np.flatnonzero(np.isin(split, SPLITS_SENT))
     pixels = np.ascontiguousarray(images[keep])
@@ -107,6 +112,8 @@ def unpack(src: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "images.npy", images)
     (out / "meta.csv").write_bytes(meta)
+    unsent = sorted({str(s) for s in split} - set(info["splits_sent"]))
+    (out / WITHHELD).write_text(json.dumps({"splits": unsent}) + "\n")  # dsm trains on none, evaluates none
     for name in ("manifest.json", "labels.npy"):
         shutil.copy2(src / name, out / name)
     print(f"{out}: {len(keep)} images checked (sha256), {n - len(keep)} test images left out (zeros)")
@@ -146,31 +153,39 @@ def train_one(
 
 def train_jobs(
     jobs: list[str], data: str, runs: str, deadline: float, dataset: str, device: str, mode: str | None = None
-) -> None:
+) -> int:
     """Every job in its own process, at once (one small network leaves most of an H200 idle); a job whose
-    compiled run fails is resumed uncompiled. Each stops cleanly before ``deadline`` seconds from now."""
+    compiled run fails is resumed uncompiled. Each job's training stops cleanly before ``deadline`` seconds
+    from now (its process start, ~10 s, comes on top). Non-zero when a job failed in the end."""
     t0 = time.monotonic()
 
-    def launch(spec: str, compile: bool) -> subprocess.Popen:
-        out = Path(job_config(spec, data, runs, dataset).out)
-        out.mkdir(parents=True, exist_ok=True)
+    def launch(spec: str, compile: bool) -> tuple[subprocess.Popen, Path]:
+        log = Path(job_config(spec, data, runs, dataset).out) / "device.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
         left = max(1.0, deadline - (time.monotonic() - t0))
         cmd = [sys.executable, __file__, "train-one", spec, "--data", data, "--runs", runs, "--time-limit", f"{left}"]
         cmd += ["--dataset", dataset, "--device", device] + (["--compile-mode", mode] if mode else [])
-        log = open(out / "device.log", "a")  # noqa: SIM115 (closed with the process)
         print(f"[{time.monotonic() - t0:6.1f} s] {spec}: start (compile {compile}, time limit {left:.0f} s)")
-        return subprocess.Popen(cmd + ([] if compile else ["--no-compile"]), stdout=log, stderr=subprocess.STDOUT)
+        with log.open("a") as f:  # the child keeps its own handle
+            proc = subprocess.Popen(cmd + ([] if compile else ["--no-compile"]), stdout=f, stderr=subprocess.STDOUT)
+        return proc, log
 
-    procs = {spec: (launch(spec, True), True) for spec in jobs}
+    procs = {spec: (*launch(spec, True), True) for spec in jobs}
+    failed = []
     while procs:
         time.sleep(2)
-        for spec, (p, compiled) in list(procs.items()):
+        for spec, (p, log, compiled) in list(procs.items()):
             if p.poll() is None:
                 continue
             del procs[spec]
             print(f"[{time.monotonic() - t0:6.1f} s] {spec}: exit {p.returncode}", flush=True)
             if p.returncode and compiled and deadline - (time.monotonic() - t0) > 60:
-                procs[spec] = (launch(spec, False), False)
+                procs[spec] = (*launch(spec, False), False)
+            elif p.returncode:
+                failed.append(f"{spec}: exit {p.returncode} (see {log})")
+    for line in failed:
+        print(line, file=sys.stderr)
+    return 1 if failed else 0
 
 
 def bench(profile: str, data: str, out: Path, dataset: str, device: str) -> None:
@@ -188,36 +203,59 @@ def bench(profile: str, data: str, out: Path, dataset: str, device: str) -> None
     print(f"{out}: {len(rows)} configs on {rows[0]['device'] if rows else '-'}")
 
 
-def collect(runs: list[Path], out: Path) -> None:
-    """Each run directory as a tar, cut in parts the lease can return."""
+def collect(runs: list[Path], out: Path) -> int:
+    """Each run directory as a tar cut in parts the lease can return, named ``<run>.tar.<i>of<n>``."""
+    missing = 0
     for run in runs:
         if not run.is_dir():
-            print(f"{run}: missing")
+            print(f"{run}: missing", file=sys.stderr)
+            missing += 1
             continue
         name = "-".join(run.parts[-3:]).replace("=", "_")
-        tar = out / f"{name}.tar"
-        with tarfile.open(tar, "w") as t:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as t:
             t.add(run, arcname="/".join(run.parts[-3:]))
-        data = tar.read_bytes()
-        tar.unlink()
-        for i in range(0, len(data), PART_BYTES):
-            (out / f"{name}.tar.{i // PART_BYTES}").write_bytes(data[i : i + PART_BYTES])
-        print(f"{run}: {len(data) / 2**20:.1f} MiB in {(len(data) - 1) // PART_BYTES + 1} part(s)")
+        data = buf.getvalue()
+        n = (len(data) - 1) // PART_BYTES + 1
+        for i in range(n):
+            (out / f"{name}.tar.{i}of{n}").write_bytes(data[i * PART_BYTES : (i + 1) * PART_BYTES])
+        print(f"{run}: {len(data) / 2**20:.1f} MiB in {n} part(s)")
+    return 1 if missing else 0
 
 
 def restore(src: Path, runs: Path) -> None:
-    """Join the parts fetched from the lease and unpack each run under ``runs`` (``<profile>/<variant>/<seed>``)."""
+    """Join the parts fetched from the lease and put each run under ``runs`` (``<profile>/<variant>/<seed>``),
+    whole or not at all: every part must be there, and a run here that is further along is kept."""
     runs.mkdir(parents=True, exist_ok=True)
-    for first in sorted(src.glob("*.tar.0")):
-        stem = first.name[: -len(".0")]
-        parts = sorted(src.glob(f"{stem}.*"), key=lambda p: int(p.suffix[1:]))
-        data = b"".join(p.read_bytes() for p in parts)
-        tmp = runs / f".{stem}"
-        tmp.write_bytes(data)
-        with tarfile.open(tmp) as t:
-            t.extractall(runs, filter="data")
-        tmp.unlink()
-        print(f"{stem}: {len(parts)} part(s) -> {runs}")
+    for first in sorted(src.glob("*.tar.0of*")):
+        stem, n = first.name.rsplit(".", 1)[0], int(first.name.rsplit("of", 1)[1])
+        parts = [src / f"{stem}.{i}of{n}" for i in range(n)]
+        if missing := [p.name for p in parts if not p.is_file()]:
+            raise SystemExit(f"{src / missing[0]}: missing ({len(missing)} of {n} parts of {stem}); nothing restored")
+        with tempfile.TemporaryDirectory(dir=runs) as tmp:
+            try:
+                with tarfile.open(fileobj=io.BytesIO(b"".join(p.read_bytes() for p in parts))) as t:
+                    names = t.getnames()
+                    t.extractall(tmp, filter="data")
+            except tarfile.TarError as e:
+                raise SystemExit(f"{first}: not a whole tar of a run ({e}); nothing restored") from None
+            rel = Path(min(names, key=len))  # <profile>/<variant>/<seed>
+            new, old = Path(tmp) / rel, runs / rel
+            if _epochs(old) > _epochs(new):
+                print(f"{old}: kept (epoch {_epochs(old)} here, {_epochs(new)} in {stem})")
+                continue
+            if old.exists():
+                shutil.rmtree(old)
+            old.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(new, old)
+        print(f"{stem}: {n} part(s) -> {old} (epoch {_epochs(old)})")
+
+
+def _epochs(run: Path) -> int:
+    try:
+        return len(json.loads((run / "run.json").read_text()).get("epochs") or [])
+    except (OSError, ValueError):
+        return -1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     a = sub.add_parser("train")
     a.add_argument("--data", required=True)
     a.add_argument("--runs", default="runs/fer2013")
-    a.add_argument("--deadline", type=float, required=True, help="seconds from now by which every job has stopped")
+    a.add_argument("--deadline", type=float, required=True, help="seconds from now by which each job stops training")
     a.add_argument("--job", action="append", required=True, help="profile:variant:repeat, e.g. full:dsm:seed0")
     a.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)")
     a = sub.add_parser("train-one")
@@ -261,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "unpack":
         unpack(args.src, args.out)
     elif args.cmd == "train":
-        train_jobs(args.job, args.data, args.runs, args.deadline, args.dataset, args.device, args.compile_mode)
+        return train_jobs(args.job, args.data, args.runs, args.deadline, args.dataset, args.device, args.compile_mode)
     elif args.cmd == "train-one":
         return train_one(
             args.spec,
@@ -276,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "bench":
         bench(args.profile, args.data, args.out, args.dataset, args.device)
     elif args.cmd == "collect":
-        collect(args.runs, args.out)
+        return collect(args.runs, args.out)
     elif args.cmd == "restore":
         restore(args.src, args.runs)
     return 0

@@ -244,8 +244,11 @@ def compare(
 def load_results(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(results, meta) of a benchmark recorded as JSON elsewhere, e.g. timed on a lent GPU by
     ``benchmarks/device_session.py bench``: ``viz.bench_table`` and ``viz.bench_caption`` take the results."""
-    d = json.loads(Path(path).read_text())
-    return d["results"], d.get("meta", {})
+    try:
+        d = json.loads(Path(path).read_text())
+        return list(d["results"]), dict(d.get("meta", {}))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a recorded benchmark ({type(e).__name__}: {e})") from None
 
 
 def conditions() -> dict[str, Any]:

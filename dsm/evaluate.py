@@ -122,6 +122,8 @@ def evaluate(
     idx = select_split(prepared, split, protocol, **opts)
     if len(idx) == 0:
         raise ValueError(f"{data}: split {split!r} is empty")
+    if np.isin(idx, prepared.withheld).any():
+        raise ValueError(f"{Path(data) / 'withheld.json'}: this copy lacks the images of split {split!r}")
     overlap = 0
     if own_data and split not in ("train", "all"):
         trained = select_split(prepared, "train", cfg["protocol"], **split_options(info, cfg["protocol"], None, None))

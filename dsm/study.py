@@ -121,6 +121,7 @@ class Profile:
     seeds: tuple[int, ...] = (0,)
     headline_seeds: tuple[int, ...] = ()  # more seeds for the headline row only (dsm_net + DSM)
     headline_epochs: tuple[int, ...] = ()  # the headline row once more at each schedule (seed 0): how far it gets
+    lease_epochs: tuple[int, ...] = ()  # such schedules meant for a lent GPU: trained last on a CPU
     folds: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)  # k-fold data sets (CK+, JAFFE)
     synthetic_n: int = 2100
     synthetic_size: int = 48
@@ -159,6 +160,11 @@ class Profile:
                         "- longer schedules: dsm_net + DSM also trained for "
                         + " and ".join(map(str, self.headline_epochs))
                         + " epochs (one run each)"
+                        + (
+                            f"; {' and '.join(map(str, self.lease_epochs))} meant for a lent GPU, trained last here"
+                            if self.lease_epochs
+                            else ""
+                        )
                     ]
                     if self.headline_epochs
                     else []
@@ -220,6 +226,7 @@ PROFILES: dict[str, Profile] = {
         overrides={"epochs": 8},
         headline_seeds=(1, 2),
         headline_epochs=(30, 60, 150),
+        lease_epochs=(150,),
         models=("dsm_net", "timm:resnet18"),
         result_modulators=("dsm", "none"),
         design={
@@ -429,11 +436,13 @@ class Experiment:
     def training_order(self) -> list[Variant]:
         """Every variant the notebooks need, most needed first: the dsm_net rows of the results table, the
         gate-map models, the modulator comparison, the other models of the results table, the longer
-        schedule, the design groups."""
+        schedules, the design groups, and last the schedules meant for a lent GPU."""
         results, ablations, longer = self.result_variants(), self.ablation_variants(), self.schedule_variants()
         design = [v for g, vs in ablations.items() if g != "modulators" for v in vs]
         order = [v for v in results if v.model == "dsm_net" and v not in longer] + self.gate_map_variants()
-        order += ablations["modulators"] + [v for v in results if v.model != "dsm_net"] + longer + design
+        lease = [v for v in longer if dict(v.train_opts).get("epochs") in self.profile.lease_epochs]
+        longer = [v for v in longer if v not in lease]
+        order += ablations["modulators"] + [v for v in results if v.model != "dsm_net"] + longer + design + lease
         return list(dict.fromkeys(order))
 
     def all_variants(self) -> list[Variant]:

@@ -114,6 +114,7 @@ class Trainer:
     """Holds everything one run needs; ``fit()`` is the loop."""
 
     def __init__(self, cfg: TrainConfig, resume: bool = True, show_progress: bool = True) -> None:
+        self.t_created = time.perf_counter()  # a time limit counts loading and building too
         self.cfg, self.resume, self.show_progress = cfg.check(), resume, show_progress
         self.rank, self.world = _dist_info()
         self.device = pick_device(cfg.device)
@@ -122,6 +123,7 @@ class Trainer:
         self.out = Path(cfg.out)
         self.data: Prepared = load_prepared(cfg.data)
         self.splits = make_splits(self.data, cfg.protocol, cfg.run_index, cfg.fold, cfg.val_fraction, cfg.seed)
+        self._check_withheld()
         self.classes = self.data.classes
         self.in_chans = cfg.in_chans or self.data.channels
         self.size = cfg.input_size
@@ -172,6 +174,18 @@ class Trainer:
             "stopped_early": False,
         }
         self.record = RunRecord.start(cfg, self.data, self.splits, str(self.device))
+
+    def _check_withheld(self) -> None:
+        """A copy of the data whose pixels of some rows were not sent (``withheld.json``) may train only on
+        rows it holds, and may not evaluate the test split: its run defers the test to the machine that has it."""
+        withheld = self.data.withheld
+        if not len(withheld):
+            return
+        where = self.data.root / "withheld.json"
+        if np.isin(np.concatenate([self.splits.train, self.splits.val]), withheld).any():
+            raise ValueError(f"{where}: this copy lacks images that protocol {self.cfg.protocol!r} trains on")
+        if not self.cfg.defer_test and np.isin(self.splits.test, withheld).any():
+            raise ValueError(f"{where}: this copy lacks the test images; train with defer_test")
 
     def _split_items(self) -> list[tuple[str, np.ndarray]]:
         return [("train", self.splits.train), ("val", self.splits.val), ("test", self.splits.test)]
@@ -330,7 +344,7 @@ class Trainer:
     def fit(self) -> dict:
         """Train to the end of the schedule (or an early stop), then ``finish``. With ``time_limit`` or
         ``defer_test`` it may return first, the run resumable and its record still "running"."""
-        cfg, t_start = self.cfg, time.perf_counter()
+        cfg, t_start = self.cfg, self.t_created
         if self.resume and self.load_last() and self.rank == 0:
             print(f"resumed {self.out} at epoch {self.state['epoch']}", flush=True)
         if self.rank == 0:

@@ -167,3 +167,12 @@ def test_a_recorded_benchmark_loads_into_the_table_and_caption(tmp_path):
     caption = viz.bench_caption(results, loaded)
     assert "(torch 9.9)" in caption and caption.endswith("Conv-BN folding. A note.")
     assert Experiment.create("smoke", "toy", tmp_path, tmp_path).recorded_gpu_bench(tmp_path) is None
+
+
+def test_a_broken_recorded_benchmark_names_its_file(tmp_path):
+    from dsm.bench import load_results
+
+    for text in ("{", '{"meta": {}}'):
+        (tmp_path / "bench.json").write_text(text)
+        with pytest.raises(ValueError, match=r"bench.json: not a recorded benchmark \((JSONDecodeError|KeyError)"):
+            load_results(tmp_path / "bench.json")

@@ -56,17 +56,56 @@ def test_unpack_refuses_pixels_that_do_not_match_their_hash(prepared, tmp_path):
     assert not (tmp_path / "there").exists()
 
 
+def _run(root: Path, epochs: int) -> Path:
+    run = root / "toy" / "cpu" / "dsm-epochs=2" / "seed0"
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "last.safetensors").write_bytes(np.random.default_rng(epochs).bytes(2500))
+    (run / "run.json").write_text(json.dumps({"epochs": [{}] * epochs}))
+    return run
+
+
 def test_collect_and_restore_return_a_run_directory_whole(tmp_path, monkeypatch):
     monkeypatch.setattr(ds, "PART_BYTES", 1000)  # force several parts
-    run = tmp_path / "runs" / "toy" / "cpu" / "dsm-epochs=2" / "seed0"
-    run.mkdir(parents=True)
-    (run / "last.safetensors").write_bytes(np.random.default_rng(2).bytes(2500))
-    (run / "run.json").write_text("{}")
-    out = tmp_path / "out"
+    run, out = _run(tmp_path / "runs", 2), tmp_path / "out"
     out.mkdir()
-    ds.collect([run], out)
-    assert len(list(out.glob("cpu-dsm-epochs_2-seed0.tar.*"))) >= 3
+    assert ds.collect([run], out) == 0
+    parts = sorted(p.name for p in out.iterdir())
+    assert len(parts) >= 3 and all(p.startswith("cpu-dsm-epochs_2-seed0.tar.") for p in parts)
     ds.restore(out, tmp_path / "back")
     back = tmp_path / "back" / "cpu" / "dsm-epochs=2" / "seed0"
     assert (back / "last.safetensors").read_bytes() == (run / "last.safetensors").read_bytes()
-    assert (back / "run.json").read_text() == "{}"
+    assert [p.name for p in (tmp_path / "back").iterdir()] == ["cpu"]  # no temporary left behind
+    assert ds.collect([tmp_path / "nowhere"], out) == 1
+
+
+def test_restore_refuses_missing_parts_and_keeps_a_run_further_along(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(ds, "PART_BYTES", 1000)
+    out = tmp_path / "out"
+    out.mkdir()
+    ds.collect([_run(tmp_path / "there", 2)], out)
+    here = _run(tmp_path / "here", 3).parents[2]  # the same run, one epoch further here
+    before = (here / "cpu" / "dsm-epochs=2" / "seed0" / "last.safetensors").read_bytes()
+    ds.restore(out, here)
+    assert "kept (epoch 3 here, 2 in" in capsys.readouterr().out
+    assert (here / "cpu" / "dsm-epochs=2" / "seed0" / "last.safetensors").read_bytes() == before
+    middle = sorted(out.iterdir())[1]
+    middle.unlink()
+    with pytest.raises(SystemExit, match=rf"{middle.name}: missing \(1 of \d+ parts of .*\); nothing restored"):
+        ds.restore(out, tmp_path / "back")
+    assert not any((tmp_path / "back").iterdir())
+
+
+def test_an_unpacked_copy_trains_only_with_the_test_deferred(prepared, tmp_path):
+    """The copy's zeros stand for images it does not hold: nothing may train on or score them."""
+    from dsm.config import recipe
+    from dsm.train import Trainer
+
+    ds.pack(prepared, tmp_path / "packed")
+    ds.unpack(tmp_path / "packed", tmp_path / "there")
+    assert json.loads((tmp_path / "there" / "withheld.json").read_text()) == {"splits": ["test"]}
+    cfg = recipe("smoke", data=str(tmp_path / "there"), out=str(tmp_path / "run"), input_size=16, batch_size=2)
+    with pytest.raises(ValueError, match=r"withheld.json: this copy lacks the test images; train with defer_test"):
+        Trainer(cfg, show_progress=False)
+    Trainer(cfg.replace(defer_test=True), show_progress=False)  # builds: it will not evaluate the test split
+    with pytest.raises(ValueError, match=r"withheld.json: this copy lacks images that protocol 'paper-random' trains"):
+        Trainer(cfg.replace(defer_test=True, protocol="paper-random"), show_progress=False)

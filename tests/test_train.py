@@ -126,7 +126,8 @@ def test_resume_after_kill_matches_uninterrupted_run(toy, tmp_path):
     assert full["resumes"] == []
 
 
-def test_a_diverged_run_stops_before_writing_a_checkpoint(toy, tmp_path):
+def test_a_diverged_run_stops_before_writing_a_checkpoint(toy, tmp_path, monkeypatch):
+    monkeypatch.setattr("dsm.train.CHECK_EVERY", 2)  # the running loss is read every 2 steps, and after the last
     cfg = _cfg(toy, tmp_path / "nan", lr=1e30, epochs=2)
     with pytest.raises(FloatingPointError, match=r"nan: training loss is nan at epoch 1, by step \d+; the run stopped"):
         train(cfg, show_progress=False)

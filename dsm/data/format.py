@@ -102,6 +102,22 @@ class Prepared:
         """Indices of the official ``split`` (train, val or test)."""
         return np.flatnonzero(self.meta["split"].to_numpy() == split)
 
+    @cached_property
+    def withheld(self) -> np.ndarray:
+        """Rows whose pixels this copy does not hold (zeros in ``images.npy``), listed by split in
+        ``withheld.json``: a copy sent to a machine without the test images. Empty for a whole set."""
+        path = self.root / WITHHELD
+        if not path.is_file():
+            return np.empty(0, dtype=np.int64)
+        try:
+            splits = json.loads(path.read_text())["splits"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{path}: not readable as {{'splits': [...]}} ({_reason(e)})") from None
+        return np.flatnonzero(np.isin(self.meta["split"].to_numpy(), splits))
+
+
+WITHHELD = "withheld.json"  # {"splits": ["test"]}: this copy's images of those splits are zeros
+
 
 def load_prepared(root: str | Path) -> Prepared:
     """Open a prepared directory, checking that its parts agree."""
