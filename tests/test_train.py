@@ -390,7 +390,7 @@ def test_ddp_two_cpu_processes_stay_in_sync(toy, tmp_path):
         "--recipe",
         "smoke",
         "--epochs",
-        "1",
+        "2",
         "--input-size",
         "16",
         "--batch-size",
@@ -403,10 +403,16 @@ def test_ddp_two_cpu_processes_stay_in_sync(toy, tmp_path):
         str(out),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    # a time limit stops both ranks after the same epoch (or one would wait for the other forever)
+    proc = subprocess.run([*cmd, "--time-limit", "1e-9"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = load_run(out)
-    assert run["status"] == "finished" and run["world_size"] == 2
+    assert run["status"] == "running" and len(run["epochs"]) == 1
+    cmd[cmd.index("--master_port") + 1] = str(_free_port())
+    proc = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = load_run(out)
+    assert run["status"] == "finished" and run["world_size"] == 2 and len(run["epochs"]) == 2
     assert run["ddp_param_max_abs_diff"] == 0.0
 
 
