@@ -16,6 +16,13 @@ training and validation pixels is checked after unpacking, so the GPU trains on 
             python benchmarks/device_session.py collect --out $OUT runs/fer2013/full/dsm/seed0 ...
     here:   python benchmarks/device_session.py restore --src <fetched files> --runs runs/fer2013
             dsm reproduce --datasets fer2013 --profile cpu --train-only   # finishes the deferred runs
+
+What a 15-minute lease taught (2026-11-30): the packed set (54 MiB) and the tree must stay under 64 MiB
+together, so move the released checkpoint and ``book/results`` aside for the call and name ``.devdata`` and
+``.whl`` (fvcore, iopath and termcolor wheels for the benchmark's MAC count) in ``carry``; collect the runs
+before timing anything, so that a call cut short still returns them; at most 8 files come back (two runs in
+two parts each, two benchmark files and a log fit); a second call right after the first finds the machine
+warm, its /tmp and the runs still there, and resumes them.
 """
 
 from __future__ import annotations
