@@ -39,7 +39,7 @@ from dsm.data.protocols import class_balanced_sampler_weights, make_splits
 from dsm.metrics import classification_metrics
 from dsm.preprocess import to_model_input
 from dsm.registry import create_model
-from dsm.runs import RunRecord, architecture, trained_on
+from dsm.runs import RunRecord, architecture, load_run, trained_on
 
 CHECK_EVERY = 50  # training steps between reads of the running loss (a NaN check and the progress bar)
 
@@ -347,7 +347,8 @@ class Trainer:
         cfg, t_start = self.cfg, self.t_created
         if self.resume and self.load_last() and self.rank == 0:
             print(f"resumed {self.out} at epoch {self.state['epoch']}", flush=True)
-        if self.rank == 0:
+        finished = self._finished_record()
+        if self.rank == 0 and finished is None:  # a finished record keeps its final metrics
             self.out.mkdir(parents=True, exist_ok=True)
             self.record.write(self.out)
         while self.state["epoch"] < cfg.epochs and not self.state["stopped_early"]:
@@ -383,6 +384,8 @@ class Trainer:
             if cfg.time_limit is not None and self._out_of_time(t_start, t_epoch):
                 break
         done = self.state["epoch"] >= cfg.epochs or self.state["stopped_early"]
+        if done and cfg.defer_test and finished is not None:
+            return finished  # nothing was left to train, and its test was evaluated before
         if not done or cfg.defer_test:
             if self.rank == 0:
                 why = "its final evaluation is deferred" if done else f"time limit of {cfg.time_limit:g} s"
@@ -393,6 +396,16 @@ class Trainer:
                 )
             return self.record.to_dict()
         return self.finish()
+
+    def _finished_record(self) -> dict | None:
+        """The finished record of this run when nothing is left to train (a resume of a finished run)."""
+        if self.state["epoch"] < self.cfg.epochs and not self.state["stopped_early"]:
+            return None
+        try:
+            run = load_run(self.out)
+        except (FileNotFoundError, ValueError):
+            return None
+        return run if run.get("status") == "finished" else None
 
     def _out_of_time(self, t_start: float, t_epoch: float) -> bool:
         """Whether the next epoch, as long as the last one, would end past ``time_limit`` (on any rank)."""

@@ -156,6 +156,9 @@ def test_a_deferred_test_is_run_by_the_next_resume(toy, tmp_path):
     finished = train(cfg.replace(defer_test=False), resume=True, show_progress=False)
     assert finished["status"] == "finished" and len(finished["epochs"]) == 3
     assert finished["test_metrics"]["accuracy"] > 0.5 and finished["resumes"][0]["epoch"] == 3
+    again = train(cfg, resume=True, show_progress=False)  # deferring once more must not undo the finish
+    assert again["status"] == load_run(tmp_path / "run")["status"] == "finished"
+    assert again["test_metrics"] == finished["test_metrics"]
 
 
 def test_compile_mode_is_checked_and_only_an_execution_setting():
