@@ -347,6 +347,7 @@ class Trainer:
         cfg, t_start = self.cfg, self.t_created
         if self.resume and self.load_last() and self.rank == 0:
             print(f"resumed {self.out} at epoch {self.state['epoch']}", flush=True)
+        self.record.world_size = max(self.record.world_size, self.world)  # the most processes it ever trained on
         finished = self._finished_record()
         if self.rank == 0 and finished is None:  # a finished record keeps its final metrics
             self.out.mkdir(parents=True, exist_ok=True)
@@ -427,7 +428,6 @@ class Trainer:
     def finish(self) -> dict:
         """Evaluate the best checkpoint on validation and test, complete the run record."""
         if self.world > 1:
-            self.record.world_size = self.world
             self.record.ddp_param_max_abs_diff = self._rank_divergence()
             dist.barrier()  # rank 0 wrote the best checkpoint
         tensors, info = load_checkpoint(self.out / "best")

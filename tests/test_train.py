@@ -411,6 +411,7 @@ def test_ddp_two_cpu_processes_stay_in_sync(toy, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     run = load_run(out)
     assert run["status"] == "running" and len(run["epochs"]) == 1
+    assert run["world_size"] == 2  # recorded while it trains: a single process may finish it
     cmd[cmd.index("--master_port") + 1] = str(_free_port())
     proc = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
