@@ -133,8 +133,9 @@ def execute_notebook(
 
 
 def _clean(nb: Any, title: str) -> None:
-    """Give the executed notebook its page title, drop stderr noise (warnings, progress bars) and
-    machine-specific paths from papermill's metadata."""
+    """Give the executed notebook its page title, drop stderr noise (warnings, progress bars),
+    machine-specific paths from papermill's metadata and its per-cell timings (a re-render of the same
+    results then changes only what changed; the notebook's own start and end times stay)."""
     meta = nb.metadata.get("papermill", {})
     for key in ("input_path", "output_path"):
         if meta.get(key):
@@ -145,6 +146,8 @@ def _clean(nb: Any, title: str) -> None:
             cell.source = f"# {title}\n{rest}"
             break
     for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
         if cell.cell_type == "code":
             cell.outputs = [
                 o

@@ -287,3 +287,15 @@ def test_no_train_keeps_going_past_a_page_whose_runs_are_missing(tmp_path, monke
     assert "[synthetic] results FAILED, previous page kept: KeyError: no run of variant 'dsm'" in out
     with pytest.raises(RuntimeError, match="no run of variant"):  # training runs: the first failure stops
         reproduce.reproduce_dataset("synthetic", *args, train=True)
+
+
+def test_executed_notebooks_keep_no_per_cell_timings():
+    """A re-render of the same results should change only what changed, not every cell's clock."""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Old"), nbformat.v4.new_code_cell("1")])
+    nb.metadata["papermill"] = {"start_time": "t0", "input_path": "/abs/notebooks/x.ipynb"}
+    for cell in nb.cells:
+        cell.metadata["papermill"] = {"duration": 1.5, "start_time": "t0", "status": "completed"}
+        cell.metadata["execution"] = {"iopub.status.busy": "t0"}
+    reproduce._clean(nb, "New")
+    assert nb.cells[0].source == "# New\n" and nb.metadata["papermill"]["start_time"] == "t0"
+    assert all("papermill" not in c.metadata and "execution" not in c.metadata for c in nb.cells)
