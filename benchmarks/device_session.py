@@ -17,6 +17,11 @@ training and validation pixels is checked after unpacking, so the GPU trains on 
     here:   python benchmarks/device_session.py restore --src <fetched files> --runs runs/fer2013
             dsm reproduce --datasets fer2013 --profile cpu --train-only   # finishes the deferred runs
 
+``benchmarks/device_lease.sh`` chains the machine's steps into the one short command a lease call takes:
+
+    DSM_GIT_COMMIT=<commit> DEADLINE=480 JOBS="cpu:dsm-epochs=150:seed0 full:dsm:seed0" BENCH="cpu full" \
+        bash benchmarks/device_lease.sh        # with carry [".devdata", ".whl"]
+
 What a 15-minute lease taught (2026-11-30): the packed set (54 MiB) and the tree must stay under 64 MiB
 together, so move the released checkpoint and ``book/results`` aside for the call and name ``.devdata`` and
 ``.whl`` (fvcore, iopath and termcolor wheels for the benchmark's MAC count) in ``carry``; collect the runs
