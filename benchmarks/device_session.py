@@ -264,9 +264,12 @@ def restore(src: Path, runs: Path) -> None:
 
 
 def _epochs(run: Path) -> int:
+    """Epochs in ``run``'s record; -1 where there is no readable record."""
+    from dsm.runs import load_run
+
     try:
-        return len(json.loads((run / "run.json").read_text()).get("epochs") or [])
-    except (OSError, ValueError):
+        return len(load_run(run).get("epochs") or [])
+    except (FileNotFoundError, ValueError):
         return -1
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from dsm.checkpoint import load_model
-from dsm.data.format import load_prepared
+from dsm.data.format import WITHHELD, load_prepared
 from dsm.metrics import classification_metrics
 from dsm.preprocess import to_model_input
 from dsm.train import predict_logits
@@ -123,7 +123,7 @@ def evaluate(
     if len(idx) == 0:
         raise ValueError(f"{data}: split {split!r} is empty")
     if np.isin(idx, prepared.withheld).any():
-        raise ValueError(f"{Path(data) / 'withheld.json'}: this copy lacks the images of split {split!r}")
+        raise ValueError(f"{Path(data) / WITHHELD}: this copy lacks the images of split {split!r}")
     overlap = 0
     if own_data and split not in ("train", "all"):
         trained = select_split(prepared, "train", cfg["protocol"], **split_options(info, cfg["protocol"], None, None))

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from dsm.augment import BatchAugment
 from dsm.checkpoint import load_checkpoint, model_state, save_checkpoint
 from dsm.config import TrainConfig
-from dsm.data.format import Prepared, load_prepared
+from dsm.data.format import WITHHELD, Prepared, load_prepared
 from dsm.data.protocols import class_balanced_sampler_weights, make_splits
 from dsm.metrics import classification_metrics
 from dsm.preprocess import to_model_input
@@ -181,7 +181,7 @@ class Trainer:
         withheld = self.data.withheld
         if not len(withheld):
             return
-        where = self.data.root / "withheld.json"
+        where = self.data.root / WITHHELD
         if np.isin(np.concatenate([self.splits.train, self.splits.val]), withheld).any():
             raise ValueError(f"{where}: this copy lacks images that protocol {self.cfg.protocol!r} trains on")
         if not self.cfg.defer_test and np.isin(self.splits.test, withheld).any():
@@ -344,7 +344,7 @@ class Trainer:
     def fit(self) -> dict:
         """Train to the end of the schedule (or an early stop), then ``finish``. With ``time_limit`` or
         ``defer_test`` it may return first, the run resumable and its record still "running"."""
-        cfg, t_start = self.cfg, self.t_created
+        cfg = self.cfg
         if self.resume and self.load_last() and self.rank == 0:
             print(f"resumed {self.out} at epoch {self.state['epoch']}", flush=True)
         self.record.world_size = max(self.record.world_size, self.world)  # the most processes it ever trained on
@@ -382,7 +382,7 @@ class Trainer:
                     f"{row['images_per_s']:.0f} img/s" + (" | early stop" if self.state["stopped_early"] else ""),
                     flush=True,
                 )
-            if cfg.time_limit is not None and self._out_of_time(t_start, t_epoch):
+            if cfg.time_limit is not None and self._out_of_time(t_epoch):
                 break
         done = self.state["epoch"] >= cfg.epochs or self.state["stopped_early"]
         if done and cfg.defer_test and finished is not None:
@@ -408,10 +408,11 @@ class Trainer:
             return None
         return run if run.get("status") == "finished" else None
 
-    def _out_of_time(self, t_start: float, t_epoch: float) -> bool:
-        """Whether the next epoch, as long as the last one, would end past ``time_limit`` (on any rank)."""
+    def _out_of_time(self, t_epoch: float) -> bool:
+        """Whether the next epoch, as long as the last one (begun at ``t_epoch``), would end past ``time_limit``
+        counted from the Trainer's start (on any rank)."""
         now = time.perf_counter()
-        late = torch.tensor(float(now - t_start + (now - t_epoch) > self.cfg.time_limit), device=self.device)
+        late = torch.tensor(float(now - self.t_created + (now - t_epoch) > self.cfg.time_limit), device=self.device)
         if self.world > 1:  # ranks must stop after the same epoch
             dist.all_reduce(late, op=dist.ReduceOp.MAX)
         return bool(late)

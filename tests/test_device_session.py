@@ -60,7 +60,7 @@ def _run(root: Path, epochs: int) -> Path:
     run = root / "toy" / "cpu" / "dsm-epochs=2" / "seed0"
     run.mkdir(parents=True, exist_ok=True)
     (run / "last.safetensors").write_bytes(np.random.default_rng(epochs).bytes(2500))
-    (run / "run.json").write_text(json.dumps({"epochs": [{}] * epochs}))
+    (run / "run.json").write_text(json.dumps({"status": "running", "config": {}, "data": {}, "epochs": [{}] * epochs}))
     return run
 
 
