@@ -7,7 +7,7 @@ RepConv branches, AdamW) at the data set's native size. The baseline is what a
 straightforward PyTorch script does: a Dataset that converts each image with PIL and
 torchvision transforms, a DataLoader, NCHW tensors. The engine rows do the same work
 (horizontal flip and random erasing, no weight EMA) and change one thing at a time
-(batched tensor input path, channels_last, batch size, torch.compile); the last row is the
+(batched tensor input path, channels_last, batch size, torch.compile and its mode); the last row is the
 ``cpu`` recipe as it trains, with its affine augmentation and weight EMA on top. Every row
 is measured ``--repeats`` times, the rows in a rotated order each round so that a machine
 that gets busier slows all of them alike; the record gives the median and the range.
@@ -92,7 +92,12 @@ VARIANTS = [
     ("+ channels_last", {"channels_last": True, "batch_size": 64, **SAME_WORK}),
     ("channels_last, batch 128", {"channels_last": True, "batch_size": 128, **SAME_WORK}),
     ("channels_last, batch 256", {"channels_last": True, "batch_size": 256, **SAME_WORK}),
+    ("channels_last, batch 64, torch.compile", {"batch_size": 64, "compile": True, **SAME_WORK}),
     ("channels_last, batch 128, torch.compile", {"batch_size": 128, "compile": True, **SAME_WORK}),
+    (
+        "channels_last, batch 64, torch.compile max-autotune-no-cudagraphs",
+        {"batch_size": 64, "compile": True, "compile_mode": "max-autotune-no-cudagraphs", **SAME_WORK},
+    ),
     ("the cpu recipe as trained: + affine augmentation + weight EMA", {"compile": True}),
 ]
 
