@@ -28,6 +28,12 @@ together, so move the released checkpoint and ``book/results`` aside for the cal
 before timing anything, so that a call cut short still returns them; at most 8 files come back (two runs in
 two parts each, two benchmark files and a log fit); a second call right after the first finds the machine
 warm, its /tmp and the runs still there, and resumes them.
+
+Runs begun on an earlier lease resume from checkpoints that only this machine holds (``last.safetensors``
+and ``best.safetensors`` are ignored files, ~26 MiB per run at 48x48), and they do not fit beside the packed
+set. So a fresh machine takes two calls, the second straight after the first (the machine is given back
+after ~30 s idle): ``JOBS=""`` with carry [".devdata", ".whl"] unpacks to /tmp and installs, then the real
+``JOBS`` with carry [".whl", "runs/fer2013/<profile>/<variant>/<seed>", ...] trains on the unpacked copy.
 """
 
 from __future__ import annotations
