@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_models import random_checkpoint
 
 from dsm.data.format import PreparedWriter, load_prepared
+from dsm.evaluate import evaluate
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "device_session.py"
 _spec = importlib.util.spec_from_file_location("device_session", _PATH)
@@ -113,21 +115,9 @@ def test_an_unpacked_copy_trains_only_with_the_test_deferred(prepared, tmp_path)
 
 def test_evaluate_refuses_the_split_a_copy_lacks(prepared, tmp_path):
     """`dsm evaluate` on the GPU machine's copy must not score the zeros that stand in for the test images."""
-    import torch
-
-    import dsm
-    from dsm.checkpoint import save_checkpoint
-    from dsm.evaluate import evaluate
-
     ds.pack(prepared, tmp_path / "packed")
     ds.unpack(tmp_path / "packed", tmp_path / "there")
-    torch.manual_seed(0)
-    kwargs = {"num_classes": 2, "in_chans": 1, "modulator": "dsm"}
-    model = dsm.create_model("dsm_net", **kwargs)
-    info = {"model": {"name": "dsm_net", "kwargs": kwargs}, "classes": ["neutral", "anger"]}
-    info["input"] = {"size": 8, "channels": 1}
-    ckpt = tmp_path / "m.safetensors"
-    save_checkpoint(ckpt, {"model." + k: v for k, v in model.state_dict().items()}, info)
+    ckpt = random_checkpoint(tmp_path / "m.safetensors", size=8, classes=["neutral", "anger"])
     assert evaluate(ckpt, tmp_path / "there", split="val")["n"] == 4  # the rows it holds score
     with pytest.raises(ValueError, match=r"there/withheld.json: this copy lacks the images of split 'test'"):
         evaluate(ckpt, tmp_path / "there", split="test")
