@@ -349,3 +349,13 @@ def test_a_damaged_prepared_data_set_names_its_file(tmp_path, name, content, pro
     (out / name).write_bytes(content)
     with pytest.raises(DataError, match=problem):
         load_prepared(out)
+
+
+@pytest.mark.parametrize("size, problem", [("0", "must be a positive integer"), ("8", "must be at least 16 pixels")])
+def test_cli_rejects_a_useless_size_before_any_work(tmp_path, capsys, size, problem):
+    with pytest.raises(SystemExit) as exit_:
+        main(["synthetic", "--n", "14", "--size", size, "--out", str(tmp_path / "out"), "--quiet"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--size: {problem}, got {size}" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dsm.data.build import Record, check_out, positive_int, write_records
+from dsm.data.build import Record, check_out, image_side, write_records
 from dsm.data.format import DataError
 from dsm.data.images import crop_box, decode_image, resize
 from dsm.data.sources import Source, find_prefix, open_source, walk_class_folders
@@ -59,7 +59,7 @@ Row = tuple[int, str, tuple[int, int, int, int], str]  # line, image path in the
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--size", type=positive_int, default=112, help="output side in pixels (RGB)")
+    p.add_argument("--size", type=image_side, default=112, help="output side in pixels (RGB)")
     p.add_argument("--classes", type=int, choices=(7, 8), default=8, help="7 drops contempt")
 
 

@@ -42,6 +42,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+MIN_SIDE = 16
+
+
+def image_side(text: str) -> int:
+    """argparse type for --size: below 16 px no face survives (FER2013, the smallest public set, is 48 px)."""
+    value = positive_int(text)
+    if value < MIN_SIDE:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_SIDE} pixels, got {text}")
+    return value
+
+
 def check_out(out: str | Path, overwrite: bool) -> Path:
     """Fail before any work when the output exists and may not be replaced."""
     out = Path(out)

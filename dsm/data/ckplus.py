@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsm.data.build import FOLD_NOTE, Record, check_out, positive_int, with_folds, write_records
+from dsm.data.build import FOLD_NOTE, Record, check_out, image_side, positive_int, with_folds, write_records
 from dsm.data.format import DataError
 from dsm.data.images import crop_face, decode_image, haar_available, resize
 from dsm.data.sources import Source, find_prefix, open_source, walk_class_folders
@@ -40,7 +40,7 @@ LAYOUT_HELP = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--size", type=positive_int, default=48, help="output side in pixels (gray)")
+    p.add_argument("--size", type=image_side, default=48, help="output side in pixels (gray)")
     p.add_argument("--neutral-first-frame", action="store_true", help="add each labelled sequence's first frame")
     p.add_argument(
         "--no-contempt", dest="contempt", action="store_false", help="drop contempt: the 6-emotion protocol (309 seq.)"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsm.data.build import Record, check_out, positive_int, write_records
+from dsm.data.build import Record, check_out, image_side, write_records
 from dsm.data.format import DataError
 from dsm.data.images import crop_face, decode_image, haar_available
 from dsm.data.sources import open_source
@@ -30,7 +30,7 @@ PATTERN = re.compile(r"^(?P<subject>[A-Z]{2})\.(?P<code>[A-Z]{2})\d*\.\d+\.tiff?
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--size", type=positive_int, default=48, help="output side in pixels (gray)")
+    p.add_argument("--size", type=image_side, default=48, help="output side in pixels (gray)")
 
 
 def prepare(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dsm.data.build import Record, check_out, positive_int, write_records
+from dsm.data.build import Record, check_out, image_side, write_records
 from dsm.data.format import DataError
 from dsm.data.images import decode_image, resize
 from dsm.data.sources import Source, find_prefix, open_source, stem, walk_class_folders
@@ -37,7 +37,7 @@ LAYOUT_HELP = f"expected {LABEL_FILE} + Image/aligned/*_aligned.jpg, or {{train,
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--size", type=positive_int, default=100, help="output side in pixels (RGB; the release is 100x100)")
+    p.add_argument("--size", type=image_side, default=100, help="output side in pixels (RGB; the release is 100x100)")
 
 
 def prepare(
