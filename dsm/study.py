@@ -79,6 +79,8 @@ class Targets:
     goal: float  # test accuracy, together with max_params
     max_params: int  # parameters of the network as trained
     context: str  # why these numbers
+    speedup: float | None = None  # CPU training step against the naive one, e.g. 2.5 for 2.5x
+    speedup_record: str | None = None  # benchmarks/train_throughput.py output, relative to the checkout
 
 
 TARGETS: dict[str, Targets] = {
@@ -88,8 +90,31 @@ TARGETS: dict[str, Targets] = {
         1_500_000,
         "The goal is above the best published single-network FER2013 accuracy without extra training data that we "
         "know of, 73.28 % with a VGG network (Khaireddin and Chen 2021, cited in the FER2013 chapter).",
+        speedup=2.5,
+        speedup_record="benchmarks/results/train_throughput_fer2013_48_2threads.json",
     )
 }
+
+CHECKOUT = Path(__file__).resolve().parents[1]  # benchmarks/ lives here in a git checkout, not in a wheel
+
+
+def speedup_report(target: float, record: str | os.PathLike) -> str:
+    """Markdown line: the CPU training speed-up target against a ``benchmarks/train_throughput.py`` record."""
+    path = Path(record)
+    if not path.is_file():
+        return f"- CPU training step {target:g}x the naive one: no throughput record at `{path}` (see benchmarks/)"
+    rec = json.loads(path.read_text())
+    rows = rec["rows"]
+    naive, best = rows[0], max(rows, key=lambda r: r["speedup_vs_naive"])
+    trained = next((r for r in rows if r["variant"].startswith("the cpu recipe as trained")), None)
+    as_trained = f", the `cpu` recipe as trained {trained['speedup_vs_naive']:.2f}x" if trained else ""
+    verdict = "met" if best["speedup_vs_naive"] >= target else "**not met**"
+    name = path.relative_to(CHECKOUT) if path.is_relative_to(CHECKOUT) else path
+    return (
+        f"- CPU training step at least {target:g}x as fast as the naive one ({naive['images_per_s']:.0f} images/s, "
+        f"{rec['device']}): {verdict}; best {best['speedup_vs_naive']:.2f}x ({best['variant']}){as_trained} "
+        f"(`{name}`, commit {rec['git_commit'][:7]}, {rec['time']})"
+    )
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -220,7 +245,7 @@ PROFILES: dict[str, Profile] = {
     "cpu": Profile(
         "cpu",
         "the CPU recipe on a real data set: native 48x48 gray, batch 128, 8 epochs, AdamW with weight EMA, "
-        "label smoothing, flip/affine/erasing augmentation; half an hour to an hour per run on 2 cores. The "
+        "label smoothing, flip/affine/erasing augmentation; a quarter of an hour to an hour per run on 2 cores. The "
         "study is trained over several sessions: a page lists the runs that have not finished yet.",
         recipe="cpu",
         overrides={"epochs": 8},
@@ -467,16 +492,19 @@ class Experiment:
             for name, changes in self.repeats(variant)
         ]
 
-    def run(self, variants: Iterable[Variant], log: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    def run(
+        self, variants: Iterable[Variant], log: str | os.PathLike | None = None, label: str = ""
+    ) -> list[dict[str, Any]]:
         """Train (or reload finished) runs of every variant and repeat; returns their run records.
 
         Training output goes to ``runs_dir/train.log``; one line per run is printed. With ``train`` off,
-        only the finished runs are returned and the missing ones are printed.
+        only the finished runs are returned and the missing ones are printed (under ``label``, e.g. the
+        ablation group, when a page calls this once per group).
         """
         from dsm.runs import finished_run, run_or_load
 
         if not self.train:
-            return self.load(variants, report_missing=True)
+            return self.load(variants, report_missing=True, label=label)
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         log_path = Path(log) if log else self.runs_dir / "train.log"
         runs = []
@@ -497,7 +525,7 @@ class Experiment:
                 run["variant"] = variant.name
                 what = "loaded" if finished else f"trained in {time.perf_counter() - t0:.0f} s"
                 acc = (run.get("test_metrics") or run.get("val_metrics") or {}).get("accuracy", float("nan"))
-                print(f"{variant.name:<28} {Path(cfg.out).name:<7} {what:<18} accuracy {acc:.4f}")
+                print(f"{variant.name:<28} {Path(cfg.out).name:<7} {what:<18} accuracy {100 * acc:.2f} %")
                 runs.append(run)
         return runs
 
@@ -539,8 +567,9 @@ class Experiment:
                 )
         return pd.DataFrame(rows).astype({"minutes": "Int64"})
 
-    def load(self, variants: Iterable[Variant], report_missing: bool = False) -> list[dict[str, Any]]:
-        """The finished runs of ``variants`` that exist (nothing is trained); ``report_missing`` prints the others."""
+    def load(self, variants: Iterable[Variant], report_missing: bool = False, label: str = "") -> list[dict[str, Any]]:
+        """The finished runs of ``variants`` that exist (nothing is trained); ``report_missing`` prints the others
+        (after ``label``, when given)."""
         from dsm.runs import finished_run
 
         runs, missing = [], []
@@ -553,7 +582,8 @@ class Experiment:
                 run["variant"] = variant.name
                 runs.append(run)
         if report_missing and missing:
-            print(f"not run yet ({len(missing)} of {len(runs) + len(missing)} runs): {', '.join(missing)}")
+            where = f"{label}: " if label else ""
+            print(f"not run yet ({where}{len(missing)} of {len(runs) + len(missing)} runs): {', '.join(missing)}")
         return runs
 
     def summary(self, runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -589,6 +619,34 @@ class Experiment:
         for r in runs:
             out.setdefault(r["variant"], dict(r))
         return out
+
+    def best_headline_run(self, runs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+        """The single run of ``dsm_net`` + DSM (any schedule) with the best validation accuracy: the one
+        ``dsm release`` publishes. None when no such run has finished."""
+        names = {v.name for v in self.all_variants() if v.network == Variant.make()}
+        candidates = [r for r in runs if r["variant"] in names and r.get("val_metrics")]
+        return dict(max(candidates, key=lambda r: r["val_metrics"]["accuracy"])) if candidates else None
+
+    def confusion_runs(self, runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Title -> run for the confusion matrices of a results page: the first repeat of the equal-recipe
+        DSM row and, when it is another run, the best-validation ``dsm_net`` + DSM run (the released kind)."""
+        out: dict[str, dict[str, Any]] = {}
+        first = next((dict(r) for r in runs if r["variant"] == Variant.make().name), None)
+        if first is not None:
+            out[f"dsm_net + DSM, {self._record_name(first['run_dir'])}, test split"] = first
+        best = self.best_headline_run(runs)
+        if best is not None and (first is None or Path(best["run_dir"]) != Path(first["run_dir"])):
+            out[f"dsm_net + DSM, best validation accuracy: {self._record_name(best['run_dir'])}, test split"] = best
+        return out
+
+    def runs_note(self, runs: Mapping[str, Mapping[str, Any]]) -> str:
+        """Markdown: which run record each named model of a page comes from, with its test accuracy."""
+        parts = []
+        for name, run in runs.items():
+            acc = (run.get("test_metrics") or run.get("val_metrics") or {}).get("accuracy")
+            shown = "no metrics recorded" if acc is None else f"test accuracy {100 * acc:.2f} %"
+            parts.append(f"{name}: `{self._record_name(run['run_dir'])}` ({shown})")
+        return "Models: " + "; ".join(parts) + "."
 
     def first(self, runs: Sequence[Mapping[str, Any]], variant: Variant | str) -> dict[str, Any]:
         """The first repeat's run of ``variant`` among ``runs``."""
@@ -666,6 +724,7 @@ class Experiment:
                         "accuracy": s["accuracy_mean"],
                         "accuracy_std": s["accuracy_std"],
                         "balanced_accuracy": s["balanced_accuracy_mean"],
+                        "balanced_accuracy_std": s["balanced_accuracy_std"],
                         "n_runs": int(s["n_runs"]),
                         "run records": ", ".join(self._record_name(r) for r in s["runs"]),
                     }
@@ -677,11 +736,16 @@ class Experiment:
         path = Path(run_dir) / "run.json"
         return str(path.relative_to(self.runs_dir)) if path.is_relative_to(self.runs_dir) else str(path)
 
-    def targets_report(self, runs: Sequence[Mapping[str, Any]]) -> str:
-        """Markdown: the data set's targets (``TARGETS``) and whether the finished headline rows meet them."""
+    def targets_report(self, runs: Sequence[Mapping[str, Any]], throughput: str | os.PathLike | None = None) -> str:
+        """Markdown: the data set's targets (``TARGETS``) and whether the finished headline rows meet them;
+        the speed-up target is read from ``throughput`` (default: the target's record in this checkout)."""
         targets = TARGETS.get(self.dataset)
         if targets is None:
             return f"No accuracy targets are set for {self.info.title}."
+        speed = []
+        if targets.speedup is not None:
+            record = throughput or CHECKOUT / (targets.speedup_record or "")
+            speed = [speedup_report(targets.speedup, record)]
         headline = Variant.make()
         chans, _, ncls = self.input_spec()
         model = create_model(headline.model, modulator=headline.modulator, in_chans=chans, num_classes=ncls)
@@ -698,7 +762,7 @@ class Experiment:
             f"- parameters: {params / 1e6:.3f} M as trained, {'within' if small else '**over**'} the limit",
         ]
         if summary.empty:
-            return "\n".join([*lines, "- accuracy: no finished run of `dsm_net` + DSM yet"])
+            return "\n".join([*lines, "- accuracy: no finished run of `dsm_net` + DSM yet", *speed])
         best = summary.loc[summary["val_accuracy_mean"].idxmax()]  # chosen on validation, like a checkpoint
         acc, n = best["accuracy_mean"], int(best["n_runs"])
         verdict = {
@@ -711,6 +775,7 @@ class Experiment:
             + (f"(mean of {n} runs)" if n > 1 else "(a single run: no seed spread behind it)"),
             f"- floor {floor:.1f} %: {verdict['floor']}",
             f"- goal {goal:.1f} % with at most {limit:.1f} M parameters: {verdict['goal']}",
+            *speed,
         ]
         return "\n".join(lines)
 

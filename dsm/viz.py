@@ -323,10 +323,35 @@ def bench_caption(results: Sequence[Any], meta: Mapping[str, Any] | None = None)
     )
 
 
+def accuracy_latency_table(points: pd.DataFrame) -> pd.DataFrame:
+    """``Experiment.accuracy_latency`` for reading: accuracies in % as "mean ± std" (a bare mean for a single
+    run), latency in ms, MACs and deployed parameters in millions."""
+    cols = ["row", "modulator", "latency (ms)", "MACs (M)", "params deployed (M)", "Accuracy", "Balanced acc."]
+    if points.empty:
+        return pd.DataFrame(columns=[*cols, "runs", "run records"])
+    return pd.DataFrame(
+        {
+            "row": points["label"],
+            "modulator": points["modulator"],
+            "latency (ms)": points["latency_ms"].round(3),
+            "MACs (M)": (points["macs"] / 1e6).round(2),
+            "params deployed (M)": (points["params"] / 1e6).round(4),
+            "Accuracy": [_pm(m, s) for m, s in zip(points["accuracy"], points["accuracy_std"], strict=True)],
+            "Balanced acc.": [
+                _pm(m, s) for m, s in zip(points["balanced_accuracy"], points["balanced_accuracy_std"], strict=True)
+            ],
+            "runs": points["n_runs"],
+            "run records": points["run records"],
+        }
+    )
+
+
 def plot_accuracy_latency(points: pd.DataFrame, title: str = "") -> Figure:
     """Accuracy (mean ± std over runs) against batch-1 latency; ``points`` from
     ``dsm.study.Experiment.accuracy_latency`` (columns label, latency_ms, accuracy, accuracy_std, macs)."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    from adjustText import adjust_text
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
     if not points.empty:
         acc, err = 100 * points["accuracy"], 100 * points["accuracy_std"].fillna(0.0)
         span = float(points["macs"].max() - points["macs"].min())
@@ -335,8 +360,12 @@ def plot_accuracy_latency(points: pd.DataFrame, title: str = "") -> Figure:
         ax.errorbar(points["latency_ms"], acc, yerr=err, fmt="none", ecolor="0.6", elinewidth=1, zorder=1)
         ax.scatter(points["latency_ms"][~is_dsm], acc[~is_dsm], s=sizes[~is_dsm], alpha=0.7, zorder=2)
         ax.scatter(points["latency_ms"][is_dsm], acc[is_dsm], s=sizes[is_dsm], color="tab:red", zorder=3)
-        for x, y, lab in zip(points["latency_ms"], acc, points["label"], strict=True):
-            ax.annotate(lab, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        xs, ys = points["latency_ms"].to_numpy(), acc.to_numpy()
+        texts = [ax.text(x, y, lab, fontsize=8) for x, y, lab in zip(xs, ys, points["label"], strict=True)]
+        adjust_text(  # many rows sit within a few tenths of a ms and a point: move labels apart, with leaders
+            texts, x=xs, y=ys, ax=ax, expand=(1.4, 2.2), force_text=(0.4, 0.8),
+            arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6},
+        )  # fmt: skip
     ax.set_xlabel("CPU latency, batch 1, median (ms)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title or "accuracy vs latency (marker area grows with MACs)", fontsize=10)

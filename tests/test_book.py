@@ -13,7 +13,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from dsm import reproduce, study
+from dsm import reproduce, study, viz
 from dsm.reproduce import NOTEBOOKS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,6 +109,8 @@ def test_no_train_uses_finished_runs_and_names_the_missing(reproduced, capsys):
     runs = exp.run(exp.ablation_variants()["modulators"])
     assert [r["variant"] for r in runs] == ["dsm", "se"]
     assert "not run yet (1 of 3 runs): eca/seed0" in capsys.readouterr().out
+    exp.run(exp.ablation_variants()["modulators"], label="modulators")  # a page calling once per group names it
+    assert "not run yet (modulators: 1 of 3 runs): eca/seed0" in capsys.readouterr().out
     assert not (runs_dir / "eca").exists()
 
 
@@ -223,8 +225,9 @@ def test_a_longer_schedule_shares_its_network_latency(tmp_path, monkeypatch):
     longer = study.Variant.make(train_opts={"epochs": 30})
     assert longer.network == study.Variant.make() and longer.network.name == "dsm"
     summary = pd.DataFrame(
-        {"variant": ["dsm", "none", longer.name], "accuracy_mean": [0.60, 0.59, 0.65], "accuracy_std": [0.01, 0, 0],
-         "balanced_accuracy_mean": [0.5, 0.5, 0.55], "n_runs": [3, 1, 1],
+        {"variant": ["dsm", "none", longer.name], "accuracy_mean": [0.60, 0.59, 0.65],
+         "accuracy_std": [0.01, None, None],
+         "balanced_accuracy_mean": [0.5, 0.5, 0.55], "balanced_accuracy_std": [0.02, None, None], "n_runs": [3, 1, 1],
          "runs": [[exp.runs_dir / "dsm" / f"seed{i}" for i in range(3)], [exp.runs_dir / "none" / "seed0"],
                   [exp.runs_dir / longer.name / "seed0"]]}
     )  # fmt: skip
@@ -239,6 +242,10 @@ def test_a_longer_schedule_shares_its_network_latency(tmp_path, monkeypatch):
     assert points.loc[longer.name, "latency_ms"] == points.loc["dsm", "latency_ms"] == 4.2
     assert points.loc[longer.name, "accuracy"] == 0.65 and points.loc["none", "latency_ms"] == 3.8
     assert points.loc["dsm", "run records"] == "dsm/seed0/run.json, dsm/seed1/run.json, dsm/seed2/run.json"
+    shown = viz.accuracy_latency_table(points.reset_index()).set_index("row")  # what the page prints
+    assert shown.loc["dsm", "Accuracy"] == "60.00 ± 1.00" and shown.loc["dsm", "Balanced acc."] == "50.00 ± 2.00"
+    assert shown.loc["none", "Accuracy"] == "59.00" and shown.loc["none", "latency (ms)"] == 3.8  # no "± nan"
+    assert shown.loc["none", "MACs (M)"] == 100.0 and shown.loc["none", "params deployed (M)"] == 1.0
 
 
 def test_targets_report_says_met_or_not_from_the_runs(tmp_path, monkeypatch):
@@ -263,6 +270,27 @@ def test_targets_report_says_met_or_not_from_the_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(exp, "summary", summary_of([0.60, 0.74], vals=(0.7, 0.6)))
     assert "floor 70.0 %: **not met**" in exp.targets_report(runs)  # the better test row is not chosen
     assert study.Experiment.create("smoke", "synthetic", tmp_path, tmp_path).targets_report([]).startswith("No ")
+
+
+def test_targets_report_reads_the_speedup_target_from_the_throughput_record(tmp_path, monkeypatch):
+    exp = study.Experiment.create("cpu", "fer2013", tmp_path / "data", tmp_path / "runs")
+    monkeypatch.setattr(exp, "input_spec", lambda: (1, 48, 7))
+    monkeypatch.setattr(exp, "summary", lambda runs: pd.DataFrame())
+    record = tmp_path / "throughput.json"
+
+    def write(*speedups):
+        names = ["naive", "+ channels_last", "the cpu recipe as trained: + EMA"]
+        pairs = zip(names, speedups, strict=True)
+        rows = [{"variant": n, "images_per_s": 60 * x, "speedup_vs_naive": x} for n, x in pairs]
+        meta = {"device": "cpu: test, 2 threads", "git_commit": "abcdef0123", "time": "2026-11-30T00:00:00+0000"}
+        record.write_text(json.dumps({**meta, "rows": rows}))
+        return exp.targets_report([], throughput=record)
+
+    report = write(1.0, 2.6, 2.4)
+    assert "as the naive one (60 images/s, cpu: test, 2 threads): met; best 2.60x (+ channels_last)" in report
+    assert "as trained 2.40x" in report and "commit abcdef0" in report
+    assert "one (60 images/s, cpu: test, 2 threads): **not met**; best 2.40x (the cpu recipe" in write(1.0, 1.7, 2.4)
+    assert "no throughput record at" in exp.targets_report([], throughput=tmp_path / "missing.json")
 
 
 def test_no_train_keeps_going_past_a_page_whose_runs_are_missing(tmp_path, monkeypatch, capsys):
