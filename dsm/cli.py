@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 
+from dsm import __version__
 from dsm.errors import one_line
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -32,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_) in COMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)
+    parser.add_argument("--version", action="version", version=f"dsm {__version__}")
+    if argv[:1] == ["--version"]:
+        parser.parse_args(argv)  # prints the version and exits 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         parser.parse_args(argv)  # prints help or the "invalid choice" error
         return 2
@@ -41,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = {"onnx": "onnx", "onnxruntime": "onnx", "papermill": "book", "nbformat": "book"}.get(e.name or "")
         if extra is None:
             raise
-        print(f"dsm {argv[0]}: needs {e.name}: pip install 'dsm[{extra}]'", file=sys.stderr)
+        print(f"dsm {argv[0]}: needs {e.name}: pip install -e '.[{extra}]' in the dsm checkout", file=sys.stderr)
         return 2
     cmd_parser = argparse.ArgumentParser(prog=f"dsm {argv[0]}", description=COMMANDS[argv[0]][1])
     module.add_arguments(cmd_parser)

@@ -6,15 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from dsm.checkpoint import CheckpointError, load_model
+from dsm.checkpoint import RELEASED, CheckpointError, load_model
 from dsm.export import ExportError, export_checkpoint, max_abs_error, opset_of, opset_range, read_metadata
 from dsm.reparam import reparameterize
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="checkpoint path (NAME, NAME.safetensors or NAME.json)")
+    p.add_argument(
+        "--checkpoint", default=str(RELEASED), help="NAME, NAME.safetensors or NAME.json; default: released FER2013"
+    )
     p.add_argument("--onnx", required=True, help="output .onnx file")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--batch", default="dynamic", help="'dynamic' (default) or a fixed batch size")
     p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-PyTorch comparison")

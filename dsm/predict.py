@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from dsm.checkpoint import RELEASED, CheckpointError, checkpoint_paths, load_model
-from dsm.face import Box, FaceDetector, crop, pad_box
+from dsm.face import Box, FaceDetector, WholeImage, crop, pad_box
 from dsm.preprocess import to_model_input
 from dsm.reparam import reparameterize
 
@@ -100,7 +100,7 @@ class Predictor:
         self,
         checkpoint: str | Path | None = None,
         device: str | torch.device = "cpu",
-        detector: FaceDetector | None = None,
+        detector: FaceDetector | WholeImage | None = None,
         pad: float = 0.1,
         fuse: bool = True,
     ) -> None:

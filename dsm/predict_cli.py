@@ -23,7 +23,7 @@ from tqdm import tqdm
 from dsm.checkpoint import CheckpointError
 from dsm.data.build import positive_int
 from dsm.errors import one_line
-from dsm.face import FaceDetector
+from dsm.face import FaceDetector, WholeImage
 from dsm.predict import (
     IMAGE_EXTS,
     VIDEO_EXTS,
@@ -48,7 +48,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched for images) or videos")
     p.add_argument("--checkpoint", default=None, help="checkpoint path (default: the released FER2013 model)")
     p.add_argument("--out", type=Path, default=None, help="folder for annotated copies and predictions.jsonl")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the predictions and annotated copies already in --out"
+    )
     p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+    p.add_argument(
+        "--no-detect",
+        action="store_true",
+        help="the inputs are face crops (like the data sets' images): classify each whole image or frame",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--every-n-frames", type=int, default=1, metavar="N", help="videos: classify every N-th frame")
     p.add_argument("--pad", type=float, default=0.1, help="grow face boxes by this fraction per side before cropping")
@@ -79,7 +87,11 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Input], list[tuple[str, str]]
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
-            files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+            found = sorted(f for f in path.rglob("*") if f.is_file())
+            files = [f for f in found if f.suffix.lower() in IMAGE_EXTS]
+            if videos := [f for f in found if f.suffix.lower() in VIDEO_EXTS]:  # minutes each: only when named
+                note = f"{raw}: skipped {len(videos)} video(s), e.g. {videos[0]}: name videos one by one"
+                print(note, file=sys.stderr)
             if not files:
                 errors.append((raw, f"{raw}: no images ({', '.join(sorted(IMAGE_EXTS))}) in this folder"))
             items += [Input(f, "image", Path(path.resolve().name) / f.relative_to(path)) for f in files]
@@ -125,6 +137,14 @@ class Output:
     def close(self) -> None:
         if self.file:
             self.file.close()
+
+
+def earlier_outputs(out: Path) -> list[Path]:
+    """What an earlier ``dsm predict --out`` left in ``out``: predictions.jsonl and the annotated copies."""
+    if not out.is_dir():
+        return []
+    jsonl = [out / "predictions.jsonl"] if (out / "predictions.jsonl").is_file() else []
+    return jsonl + sorted(f for f in out.rglob("*.annotated.*") if f.is_file())
 
 
 def face_records(file: str, frame: int | None, results: list[FaceResult]) -> list[dict]:
@@ -217,18 +237,34 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None and args.out.exists() and not args.out.is_dir():
         print(f"dsm predict: --out {args.out}: exists and is not a folder", file=sys.stderr)
         return 2
+    earlier = earlier_outputs(args.out) if args.out is not None else []
+    if earlier and not args.overwrite:  # new predictions.jsonl beside old annotated copies would disagree
+        print(
+            f"dsm predict: --out {args.out}: holds an earlier run's outputs ({earlier[0].name}); "
+            "pass --overwrite to replace them, or choose another folder",
+            file=sys.stderr,
+        )
+        return 2
     try:
         pick_device(args.device)
     except RuntimeError as e:
         print(f"dsm predict: --device {args.device}: {one_line(e)}", file=sys.stderr)
         return 2
     try:
-        detector = FaceDetector(min_neighbors=args.min_neighbors, min_face=args.min_face, max_side=args.max_side)
+        detector = (
+            WholeImage()
+            if args.no_detect
+            else FaceDetector(min_neighbors=args.min_neighbors, min_face=args.min_face, max_side=args.max_side)
+        )
         pred = Predictor(args.checkpoint, args.device, detector, pad=args.pad)
     except CheckpointError as e:
         print(f"dsm predict: {e}", file=sys.stderr)
         return 2
     items, errors = expand_inputs(args.inputs)
+    for path in earlier:  # only what an earlier dsm predict wrote, and only now that the model loaded
+        path.unlink()
+    gone = {path.resolve() for path in earlier}  # --out inside an input folder: its old copies are no inputs
+    items = [item for item in items if item.path.resolve() not in gone]
     out = Output(args.out, args.json)
     for raw, err in errors:
         print(f"dsm predict: {err}", file=sys.stderr)

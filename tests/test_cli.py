@@ -120,7 +120,7 @@ def test_a_missing_extra_is_named_with_its_install_command(monkeypatch, capsys):
     monkeypatch.delitem(sys.modules, "dsm.export", raising=False)
     monkeypatch.setattr(builtins, "__import__", no_onnx)
     assert main(["export", "--onnx", "x.onnx"]) == 2
-    assert capsys.readouterr().err == "dsm export: needs onnx: pip install 'dsm[onnx]'\n"
+    assert capsys.readouterr().err == "dsm export: needs onnx: pip install -e '.[onnx]' in the dsm checkout\n"
 
 
 def test_the_commit_ignores_what_reproduce_writes(tmp_path, monkeypatch):
@@ -197,3 +197,11 @@ def test_plan_and_train_only_fail_on_a_data_set_that_is_not_prepared(tmp_path, c
             "data_scripts/prepare.py)\n"
         )
     assert not any(tmp_path.iterdir())
+
+
+def test_version(capsys):
+    import dsm
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"dsm {dsm.__version__}\n"

@@ -104,6 +104,16 @@ def test_export_cli(gray_ckpt, tmp_path, capsys):
     assert out.is_file() and "batch 4" in text and "opset 17" in text
 
 
+def test_export_cli_defaults_to_the_released_checkpoint(tmp_path, capsys, monkeypatch):
+    import dsm.export_cli
+
+    released = random_checkpoint(tmp_path / "released", size=40)  # unlike the real one (48 px)
+    monkeypatch.setattr(dsm.export_cli, "RELEASED", released)  # like evaluate and predict
+    out = tmp_path / "released.onnx"
+    assert main(["export", "--onnx", str(out), "--no-check"]) == 0
+    assert read_metadata(out)["input"]["size"] == 40
+
+
 def test_export_cli_refuses_an_opset_it_cannot_write(gray_ckpt, tmp_path, capsys):
     """The CLI asks before exporting; the library checks what was written (opset 99 fails in TorchScript,
     the dynamo fallback writes 18): an error either way, and no file is left."""

@@ -269,3 +269,39 @@ def test_cli_bad_options_are_one_line_errors(ckpt, tmp_path, capsys, flags, mess
     rc, stdout, stderr = run_cli(capsys, PHOTO, "--checkpoint", ckpt, *[f.format(file=afile) for f in flags])
     assert rc == 2 and stdout == "" and len(stderr.strip().splitlines()) == 1 and message in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_cli_no_detect_classifies_face_crops_whole(ckpt, tmp_path, capsys):
+    """Data-set crops (48 px, gray) hold no Haar-sized face: --no-detect classifies the whole image."""
+    face = cv2.cvtColor(read_image(PHOTO)[40:105, 110:170], cv2.COLOR_BGR2GRAY)
+    crop48 = tmp_path / "crop.png"
+    cv2.imwrite(str(crop48), cv2.resize(face, (48, 48), interpolation=cv2.INTER_AREA))
+    rc, stdout, _ = run_cli(capsys, crop48, "--checkpoint", ckpt, "--json", "--no-detect")
+    [rec] = [json.loads(line) for line in stdout.splitlines()]
+    expected = Predictor(ckpt).classify([read_image(crop48)])[0]
+    assert rc == 0 and rec["box"] == [0, 0, 48, 48]
+    assert [rec["probabilities"][c] for c in CLASSES] == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_cli_out_with_an_earlier_runs_outputs_needs_overwrite(ckpt, tmp_path, capsys):
+    out, other = tmp_path / "out", tmp_path / "other.jpg"
+    shutil.copy(PHOTO, other)
+    assert run_cli(capsys, PHOTO, other, "--checkpoint", ckpt, "--out", out)[0] == 0
+    assert (out / "other.annotated.jpg").is_file()
+    (out / "mine.txt").write_text("kept")
+    rc, _, stderr = run_cli(capsys, PHOTO, "--checkpoint", ckpt, "--out", out)
+    assert rc == 2 and "--overwrite" in stderr and len(stderr.splitlines()) == 1
+    assert (out / "other.annotated.jpg").is_file()  # refused: nothing touched
+    rc, _, _ = run_cli(capsys, PHOTO, "--checkpoint", ckpt, "--out", out, "--overwrite")
+    assert rc == 0 and not (out / "other.annotated.jpg").exists()  # no copy left that the new jsonl lacks
+    assert (out / "astronaut.annotated.jpg").is_file() and (out / "mine.txt").read_text() == "kept"
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 1
+
+
+def test_cli_folder_names_the_videos_it_skips(ckpt, tmp_path, capsys, photo):
+    folder = tmp_path / "holiday"
+    folder.mkdir()
+    shutil.copy(PHOTO, folder / "a.jpg")
+    write_video(folder / "clip.avi", photo, frames=2)
+    rc, stdout, stderr = run_cli(capsys, folder, "--checkpoint", ckpt)
+    assert rc == 0 and "a.jpg: " in stdout and "skipped 1 video(s)" in stderr and "clip.avi" in stderr
