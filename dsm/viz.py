@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
@@ -346,29 +347,69 @@ def accuracy_latency_table(points: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def plot_accuracy_latency(points: pd.DataFrame, title: str = "") -> Figure:
-    """Accuracy (mean ± std over runs) against batch-1 latency; ``points`` from
-    ``dsm.study.Experiment.accuracy_latency`` (columns label, latency_ms, accuracy, accuracy_std, macs)."""
+def _cluster(x: np.ndarray, y: np.ndarray, k: float = 3.0) -> np.ndarray:
+    """Points within ``k`` median absolute deviations of the median on both axes (the dense middle)."""
+
+    def near(v: np.ndarray) -> np.ndarray:
+        med = np.median(v)
+        mad = max(float(np.median(np.abs(v - med))), 0.01 * abs(float(med)), 1e-9)
+        return np.abs(v - med) <= k * mad
+
+    return near(x) & near(y)
+
+
+def _scatter_points(ax: Axes, points: pd.DataFrame, sizes: pd.Series, labels: pd.Series) -> None:
+    """Error bars, markers (DSM in red) and labels moved apart with leader lines."""
     from adjustText import adjust_text
 
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    if not points.empty:
-        acc, err = 100 * points["accuracy"], 100 * points["accuracy_std"].fillna(0.0)
-        span = float(points["macs"].max() - points["macs"].min())
-        sizes = 40 + 260 * (points["macs"] - points["macs"].min()) / (span if span > 0 else 1.0)
-        is_dsm = points["modulator"] == "dsm"
-        ax.errorbar(points["latency_ms"], acc, yerr=err, fmt="none", ecolor="0.6", elinewidth=1, zorder=1)
-        ax.scatter(points["latency_ms"][~is_dsm], acc[~is_dsm], s=sizes[~is_dsm], alpha=0.7, zorder=2)
-        ax.scatter(points["latency_ms"][is_dsm], acc[is_dsm], s=sizes[is_dsm], color="tab:red", zorder=3)
-        xs, ys = points["latency_ms"].to_numpy(), acc.to_numpy()
-        texts = [ax.text(x, y, lab, fontsize=8) for x, y, lab in zip(xs, ys, points["label"], strict=True)]
-        adjust_text(  # many rows sit within a few tenths of a ms and a point: move labels apart, with leaders
-            texts, x=xs, y=ys, ax=ax, expand=(1.4, 2.2), force_text=(0.4, 0.8),
+    acc, err = 100 * points["accuracy"], 100 * points["accuracy_std"].fillna(0.0)
+    is_dsm = points["modulator"] == "dsm"
+    ax.errorbar(points["latency_ms"], acc, yerr=err, fmt="none", ecolor="0.6", elinewidth=1, capsize=3, zorder=1)
+    ax.scatter(points["latency_ms"][~is_dsm], acc[~is_dsm], s=sizes[~is_dsm], alpha=0.7, zorder=2)
+    ax.scatter(points["latency_ms"][is_dsm], acc[is_dsm], s=sizes[is_dsm], color="tab:red", zorder=3)
+    keep = labels.notna().to_numpy()
+    xs, ys = points["latency_ms"].to_numpy()[keep], acc.to_numpy()[keep]
+    texts = [ax.text(x, y, lab, fontsize=8) for x, y, lab in zip(xs, ys, labels[keep], strict=True)]
+    if texts:
+        adjust_text(
+            texts, x=points["latency_ms"].to_numpy(), y=acc.to_numpy(), ax=ax, expand=(1.3, 1.8),
             arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6},
         )  # fmt: skip
     ax.set_xlabel("CPU latency, batch 1, median (ms)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(title or "accuracy vs latency (marker area grows with MACs)", fontsize=10)
+
+
+def plot_accuracy_latency(points: pd.DataFrame, title: str = "") -> Figure:
+    """Accuracy (mean ± std over runs) against batch-1 latency; ``points`` from
+    ``dsm.study.Experiment.accuracy_latency`` (columns label, modulator, latency_ms, accuracy, accuracy_std,
+    macs). Most rows of a study sit within a few tenths of a ms and a point of each other: when some lie
+    far outside that dense middle, the left panel shows every row and labels the far ones, and the right
+    panel zooms on the middle (the dashed box) and labels its rows there."""
+    title = title or "accuracy vs latency (marker area grows with MACs)"
+    if points.empty:
+        fig, ax = plt.subplots(figsize=(8, 5.5))
+        ax.set_xlabel("CPU latency, batch 1, median (ms)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(title, fontsize=10)
+        return _done(fig)
+    span = float(points["macs"].max() - points["macs"].min())
+    sizes = 40 + 260 * (points["macs"] - points["macs"].min()) / (span if span > 0 else 1.0)
+    middle = _cluster(points["latency_ms"].to_numpy(), 100 * points["accuracy"].to_numpy())
+    if middle.all() or middle.sum() < 2:
+        fig, ax = plt.subplots(figsize=(8, 5.5))
+        _scatter_points(ax, points, sizes, points["label"])
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(title, fontsize=10)
+        return _done(fig)
+    fig, (ax_all, ax_mid) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [1, 1.35]})
+    _scatter_points(ax_all, points, sizes, points["label"].where(~middle))
+    inner = points[middle]
+    _scatter_points(ax_mid, inner, sizes[middle], inner["label"])
+    x0, x1 = ax_mid.get_xlim()
+    y0, y1 = ax_mid.get_ylim()
+    ax_all.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ls="--", lw=0.8, ec="0.4"))
+    ax_all.set_ylabel("test accuracy (%)")
+    ax_all.set_title(title, fontsize=10)
+    ax_mid.set_title(f"the dashed box: {int(middle.sum())} rows", fontsize=10)
     return _done(fig)
 
 
