@@ -89,11 +89,13 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Input], list[tuple[str, str]]
         if path.is_dir():
             found = sorted(f for f in path.rglob("*") if f.is_file())
             files = [f for f in found if f.suffix.lower() in IMAGE_EXTS]
-            if videos := [f for f in found if f.suffix.lower() in VIDEO_EXTS]:  # minutes each: only when named
-                note = f"{raw}: skipped {len(videos)} video(s), e.g. {videos[0]}: name videos one by one"
-                print(note, file=sys.stderr)
+            videos = [f for f in found if f.suffix.lower() in VIDEO_EXTS]  # minutes each: only when named
+            skipped = f"{len(videos)} video(s) skipped (e.g. {videos[0]}): name videos one by one" if videos else ""
             if not files:
-                errors.append((raw, f"{raw}: no images ({', '.join(sorted(IMAGE_EXTS))}) in this folder"))
+                what = f"no images ({', '.join(sorted(IMAGE_EXTS))}) in this folder"
+                errors.append((raw, f"{raw}: {what}" + (f"; {skipped}" if skipped else "")))
+            elif skipped:
+                print(f"dsm predict: {raw}: {skipped}", file=sys.stderr)
             items += [Input(f, "image", Path(path.resolve().name) / f.relative_to(path)) for f in files]
         elif path.is_file():
             kind = "video" if path.suffix.lower() in VIDEO_EXTS else "image"
@@ -103,16 +105,28 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Input], list[tuple[str, str]]
     return items, errors
 
 
+LISTING = "annotated.txt"  # in OUT: the annotated copies a run wrote, one path relative to OUT per line
+
+
 class Output:
-    """JSON lines to stdout and/or OUT/predictions.jsonl, annotated files under OUT."""
+    """JSON lines to stdout and/or OUT/predictions.jsonl, annotated files under OUT, listed in OUT/annotated.txt
+    (so that --overwrite removes exactly what an earlier run wrote)."""
 
     def __init__(self, out: Path | None, json_stdout: bool) -> None:
         self.out, self.json_stdout = out, json_stdout
         self.file: IO[str] | None = None
+        self.listing: IO[str] | None = None
         self.used: set[Path] = set()
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             self.file = (out / "predictions.jsonl").open("w")
+            self.listing = (out / LISTING).open("w")
+
+    def wrote(self, path: Path) -> None:
+        """Note an annotated copy as written (flushed: an interrupted run still lists its files)."""
+        if self.listing and self.out is not None:
+            self.listing.write(f"{path.relative_to(self.out)}\n")
+            self.listing.flush()
 
     def record(self, rec: dict) -> None:
         line = json.dumps(rec)
@@ -135,16 +149,24 @@ class Output:
         return path
 
     def close(self) -> None:
-        if self.file:
-            self.file.close()
+        for f in (self.file, self.listing):
+            if f:
+                f.close()
 
 
 def earlier_outputs(out: Path) -> list[Path]:
-    """What an earlier ``dsm predict --out`` left in ``out``: predictions.jsonl and the annotated copies."""
+    """What an earlier ``dsm predict --out`` wrote in ``out``: predictions.jsonl, annotated.txt and the
+    annotated copies annotated.txt lists (nothing else: other files under ``out`` are never touched)."""
     if not out.is_dir():
         return []
-    jsonl = [out / "predictions.jsonl"] if (out / "predictions.jsonl").is_file() else []
-    return jsonl + sorted(f for f in out.rglob("*.annotated.*") if f.is_file())
+    found = [out / name for name in ("predictions.jsonl", LISTING) if (out / name).is_file()]
+    if (out / LISTING).is_file():
+        root = out.resolve()
+        for line in (out / LISTING).read_text(errors="replace").splitlines():
+            path = out / line.strip()
+            if line.strip() and path.resolve().is_relative_to(root) and path.is_file():
+                found.append(path)
+    return found
 
 
 def face_records(file: str, frame: int | None, results: list[FaceResult]) -> list[dict]:
@@ -172,6 +194,7 @@ def predict_image(pred: Predictor, item: Input, out: Output) -> None:
         target = out.path_for(item.name, suffix)
         if not cv2.imwrite(str(target), pred.annotate(image, results)):
             raise OSError(f"could not write the annotated copy {target}")
+        out.wrote(target)
 
 
 def _video_writer(path: Path, fps: float, size: tuple[int, int]) -> tuple[cv2.VideoWriter, Path]:
@@ -204,7 +227,8 @@ def predict_video(pred: Predictor, item: Input, out: Output, every_n: int) -> No
                 annotated = pred.annotate(frame, results)
                 if writer is None:
                     size = (annotated.shape[1], annotated.shape[0])
-                    writer, _ = _video_writer(out.path_for(item.name, ".mp4"), (fps or 25.0) / every_n, size)
+                    writer, target = _video_writer(out.path_for(item.name, ".mp4"), (fps or 25.0) / every_n, size)
+                    out.wrote(target)
                 writer.write(annotated)
             bar.update(index + 1 - last)
             last = index + 1
@@ -239,8 +263,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     earlier = earlier_outputs(args.out) if args.out is not None else []
     if earlier and not args.overwrite:  # new predictions.jsonl beside old annotated copies would disagree
+        more = f" and {len(earlier) - 1} more" if len(earlier) > 1 else ""
         print(
-            f"dsm predict: --out {args.out}: holds an earlier run's outputs ({earlier[0].name}); "
+            f"dsm predict: --out {args.out}: holds an earlier run's outputs ({earlier[0]}{more}); "
             "pass --overwrite to replace them, or choose another folder",
             file=sys.stderr,
         )
@@ -261,10 +286,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"dsm predict: {e}", file=sys.stderr)
         return 2
     items, errors = expand_inputs(args.inputs)
+    named = {Path(raw).resolve() for raw in args.inputs if Path(raw).is_file()}
+    gone = {path.resolve() for path in earlier} - named  # a file named as an input is never deleted
     for path in earlier:  # only what an earlier dsm predict wrote, and only now that the model loaded
-        path.unlink()
-    gone = {path.resolve() for path in earlier}  # --out inside an input folder: its old copies are no inputs
-    items = [item for item in items if item.path.resolve() not in gone]
+        if path.resolve() in gone:
+            path.unlink()
+    items = [item for item in items if item.path.resolve() not in gone]  # --out inside an input folder
     out = Output(args.out, args.json)
     for raw, err in errors:
         print(f"dsm predict: {err}", file=sys.stderr)

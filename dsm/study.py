@@ -643,8 +643,9 @@ class Experiment:
         """Markdown: which run record each named model of a page comes from, with its test accuracy."""
         parts = []
         for name, run in runs.items():
+            split = "test" if run.get("test_metrics") else "validation"
             acc = (run.get("test_metrics") or run.get("val_metrics") or {}).get("accuracy")
-            shown = "no metrics recorded" if acc is None else f"test accuracy {100 * acc:.2f} %"
+            shown = "no metrics recorded" if acc is None else f"{split} accuracy {100 * acc:.2f} %"
             parts.append(f"{name}: `{self._record_name(run['run_dir'])}` ({shown})")
         return "Models: " + "; ".join(parts) + "."
 

@@ -350,9 +350,11 @@ def accuracy_latency_table(points: pd.DataFrame) -> pd.DataFrame:
 def _cluster(x: np.ndarray, y: np.ndarray, k: float = 3.0) -> np.ndarray:
     """Points within ``k`` median absolute deviations of the median on both axes (the dense middle)."""
 
-    def near(v: np.ndarray) -> np.ndarray:
-        med = np.median(v)
-        mad = max(float(np.median(np.abs(v - med))), 0.01 * abs(float(med)), 1e-9)
+    def near(v: np.ndarray) -> np.ndarray:  # a NaN (a row without a latency) is never in the middle
+        if np.isnan(v).all():
+            return np.zeros(len(v), bool)
+        med = np.nanmedian(v)
+        mad = max(float(np.nanmedian(np.abs(v - med))), 0.01 * abs(float(med)), 1e-9)
         return np.abs(v - med) <= k * mad
 
     return near(x) & near(y)

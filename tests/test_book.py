@@ -272,6 +272,18 @@ def test_targets_report_says_met_or_not_from_the_runs(tmp_path, monkeypatch):
     assert study.Experiment.create("smoke", "synthetic", tmp_path, tmp_path).targets_report([]).startswith("No ")
 
 
+def test_runs_note_names_records_and_which_split_the_accuracy_is_from(tmp_path):
+    exp = study.Experiment.create("cpu", "fer2013", tmp_path / "data", tmp_path / "runs")
+    runs = {
+        "DSM": {"run_dir": exp.runs_dir / "dsm" / "seed0", "test_metrics": {"accuracy": 0.6}},
+        "CBAM": {"run_dir": exp.runs_dir / "cbam" / "seed0", "test_metrics": None, "val_metrics": {"accuracy": 0.5}},
+    }
+    assert exp.runs_note(runs) == (
+        "Models: DSM: `dsm/seed0/run.json` (test accuracy 60.00 %); "
+        "CBAM: `cbam/seed0/run.json` (validation accuracy 50.00 %)."
+    )
+
+
 def test_targets_report_reads_the_speedup_target_from_the_throughput_record(tmp_path, monkeypatch):
     exp = study.Experiment.create("cpu", "fer2013", tmp_path / "data", tmp_path / "runs")
     monkeypatch.setattr(exp, "input_spec", lambda: (1, 48, 7))

@@ -287,15 +287,33 @@ def test_cli_out_with_an_earlier_runs_outputs_needs_overwrite(ckpt, tmp_path, ca
     out, other = tmp_path / "out", tmp_path / "other.jpg"
     shutil.copy(PHOTO, other)
     assert run_cli(capsys, PHOTO, other, "--checkpoint", ckpt, "--out", out)[0] == 0
-    assert (out / "other.annotated.jpg").is_file()
+    assert (out / "annotated.txt").read_text().split() == ["astronaut.annotated.jpg", "other.annotated.jpg"]
     (out / "mine.txt").write_text("kept")
+    (out / "docs").mkdir()
+    (out / "docs" / "paper.annotated.pdf").write_text("not ours")  # named like ours, not written by us
     rc, _, stderr = run_cli(capsys, PHOTO, "--checkpoint", ckpt, "--out", out)
     assert rc == 2 and "--overwrite" in stderr and len(stderr.splitlines()) == 1
+    assert f"({out / 'predictions.jsonl'} and 3 more)" in stderr
     assert (out / "other.annotated.jpg").is_file()  # refused: nothing touched
     rc, _, _ = run_cli(capsys, PHOTO, "--checkpoint", ckpt, "--out", out, "--overwrite")
     assert rc == 0 and not (out / "other.annotated.jpg").exists()  # no copy left that the new jsonl lacks
     assert (out / "astronaut.annotated.jpg").is_file() and (out / "mine.txt").read_text() == "kept"
+    assert (out / "docs" / "paper.annotated.pdf").read_text() == "not ours"
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 1
+    assert (out / "annotated.txt").read_text().split() == ["astronaut.annotated.jpg"]
+
+
+def test_cli_overwrite_spares_named_inputs_and_skips_old_copies_in_an_input_folder(ckpt, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(PHOTO, photos / "a.jpg")
+    assert run_cli(capsys, photos, "--checkpoint", ckpt, "--out", photos)[0] == 0  # copies land in photos/
+    copy = photos / "photos" / "a.annotated.jpg"
+    assert copy.is_file()
+    rc, stdout, _ = run_cli(capsys, photos, "--checkpoint", ckpt, "--out", photos, "--overwrite")
+    assert rc == 0 and stdout.count(": ") == 1 and "a.annotated" not in stdout  # the old copy is no input
+    rc, stdout, _ = run_cli(capsys, copy, "--checkpoint", ckpt, "--out", photos, "--overwrite")
+    assert rc == 0 and copy.is_file() and "a.annotated.jpg: " in stdout  # named: classified, not deleted
 
 
 def test_cli_folder_names_the_videos_it_skips(ckpt, tmp_path, capsys, photo):
@@ -304,4 +322,8 @@ def test_cli_folder_names_the_videos_it_skips(ckpt, tmp_path, capsys, photo):
     shutil.copy(PHOTO, folder / "a.jpg")
     write_video(folder / "clip.avi", photo, frames=2)
     rc, stdout, stderr = run_cli(capsys, folder, "--checkpoint", ckpt)
-    assert rc == 0 and "a.jpg: " in stdout and "skipped 1 video(s)" in stderr and "clip.avi" in stderr
+    assert rc == 0 and "a.jpg: " in stdout and "1 video(s) skipped" in stderr and "clip.avi" in stderr
+    assert stderr.startswith("dsm predict: ")
+    (folder / "a.jpg").unlink()  # videos only: one error that says why nothing ran
+    rc, _, stderr = run_cli(capsys, folder, "--checkpoint", ckpt)
+    assert rc == 1 and len(stderr.splitlines()) == 1 and "no images" in stderr and "1 video(s) skipped" in stderr

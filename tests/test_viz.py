@@ -210,6 +210,13 @@ def test_plot_accuracy_latency_keeps_crowded_labels_apart():
         assert not [(i, j) for i in range(len(boxes)) for j in range(i) if boxes[i].overlaps(boxes[j])]
 
 
+def test_accuracy_latency_zoom_ignores_a_row_without_latency():
+    x = np.array([4.0, 4.1, 4.2, 4.15, 6.0, np.nan])
+    y = np.array([59.0, 59.5, 60.0, 59.8, 56.0, 59.7])
+    assert viz._cluster(x, y).tolist() == [True, True, True, True, False, False]
+    assert not viz._cluster(np.full(3, np.nan), np.ones(3)).any()
+
+
 def test_dsm_diagram_draws_the_module():
     ax = viz.dsm_diagram().axes[0]
     texts = {t.get_text(): t.get_position() for t in ax.texts}
