@@ -1,7 +1,8 @@
 """``dsm predict``: the expressions of the faces in images, folders and videos.
 
 Prints one line per face (JSON lines with ``--json``); with ``--out`` also writes an
-annotated copy of each input and ``predictions.jsonl``. JSON lines come in three shapes:
+annotated copy of each input, ``predictions.jsonl`` and ``annotated.txt`` (the copies written,
+which is what ``--overwrite`` removes in a later run). JSON lines come in three shapes:
 a face ``{file, frame, face, box, label, score, probabilities}``, a frame without faces
 ``{file, frame, faces: 0}``, and an input that could not be read ``{file, error}``.
 An unreadable input is reported on stderr and skipped; the exit code is then 1.
@@ -47,7 +48,9 @@ def _fraction(text: str) -> float:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched for images) or videos")
     p.add_argument("--checkpoint", default=None, help="checkpoint path (default: the released FER2013 model)")
-    p.add_argument("--out", type=Path, default=None, help="folder for annotated copies and predictions.jsonl")
+    p.add_argument(
+        "--out", type=Path, default=None, help="folder for annotated copies, predictions.jsonl and annotated.txt"
+    )
     p.add_argument(
         "--overwrite", action="store_true", help="replace the predictions and annotated copies already in --out"
     )
