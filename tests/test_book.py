@@ -272,6 +272,24 @@ def test_targets_report_says_met_or_not_from_the_runs(tmp_path, monkeypatch):
     assert study.Experiment.create("smoke", "synthetic", tmp_path, tmp_path).targets_report([]).startswith("No ")
 
 
+def test_confusion_runs_add_the_best_validation_run_of_the_headline_network(tmp_path):
+    exp = study.Experiment.create("cpu", "fer2013", tmp_path / "data", tmp_path / "runs")
+    longer = study.Variant.make(train_opts={"epochs": 30}).name
+
+    def run(variant, seed, val):
+        return {"variant": variant, "run_dir": exp.runs_dir / variant / f"seed{seed}", "val_metrics": {"accuracy": val}}
+
+    runs = [run("dsm", 0, 0.58), run("dsm", 1, 0.59), run("none", 0, 0.70), run(longer, 0, 0.65)]
+    assert exp.best_headline_run(runs)["variant"] == longer  # "none" is not the headline network, however good
+    assert list(exp.confusion_runs(runs)) == [
+        "dsm_net + DSM, dsm/seed0/run.json, test split",
+        f"dsm_net + DSM, best validation accuracy: {longer}/seed0/run.json, test split",
+    ]
+    runs[0]["val_metrics"]["accuracy"] = 0.9  # the first repeat is also the best: one matrix, not two
+    assert list(exp.confusion_runs(runs)) == ["dsm_net + DSM, dsm/seed0/run.json, test split"]
+    assert exp.confusion_runs([run("none", 0, 0.7)]) == {} and exp.best_headline_run([]) is None
+
+
 def test_runs_note_names_records_and_which_split_the_accuracy_is_from(tmp_path):
     exp = study.Experiment.create("cpu", "fer2013", tmp_path / "data", tmp_path / "runs")
     runs = {
