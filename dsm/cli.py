@@ -34,10 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, (_, help_) in COMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)
     parser.add_argument("--version", action="version", version=f"dsm {__version__}")
-    if argv[:1] == ["--version"]:
-        parser.parse_args(argv)  # prints the version and exits 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        parser.parse_args(argv)  # prints help or the "invalid choice" error
+        parser.parse_args(argv)  # prints help, the version (exit 0) or the "invalid choice" error
         return 2
     try:
         module = importlib.import_module(COMMANDS[argv[0]][0])

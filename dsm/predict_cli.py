@@ -108,6 +108,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Input], list[tuple[str, str]]
     return items, errors
 
 
+PREDICTIONS = "predictions.jsonl"  # in OUT: every JSON line
 LISTING = "annotated.txt"  # in OUT: the annotated copies a run wrote, one path relative to OUT per line
 
 
@@ -122,7 +123,7 @@ class Output:
         self.used: set[Path] = set()
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
-            self.file = (out / "predictions.jsonl").open("w")
+            self.file = (out / PREDICTIONS).open("w")
             self.listing = (out / LISTING).open("w")
 
     def wrote(self, path: Path) -> None:
@@ -162,13 +163,11 @@ def earlier_outputs(out: Path) -> list[Path]:
     annotated copies annotated.txt lists (nothing else: other files under ``out`` are never touched)."""
     if not out.is_dir():
         return []
-    found = [out / name for name in ("predictions.jsonl", LISTING) if (out / name).is_file()]
+    found = [out / name for name in (PREDICTIONS, LISTING) if (out / name).is_file()]
     if (out / LISTING).is_file():
         root = out.resolve()
-        for line in (out / LISTING).read_text(errors="replace").splitlines():
-            path = out / line.strip()
-            if line.strip() and path.resolve().is_relative_to(root) and path.is_file():
-                found.append(path)
+        names = (line.strip() for line in (out / LISTING).read_text(errors="replace").splitlines())
+        found += [out / n for n in names if n and (out / n).resolve().is_relative_to(root) and (out / n).is_file()]
     return found
 
 

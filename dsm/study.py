@@ -620,10 +620,14 @@ class Experiment:
             out.setdefault(r["variant"], dict(r))
         return out
 
+    def headline_variants(self) -> set[str]:
+        """Names of the variants that train the headline network, ``dsm_net`` + DSM, on any schedule."""
+        return {v.name for v in self.all_variants() if v.network == Variant.make()}
+
     def best_headline_run(self, runs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
         """The single run of ``dsm_net`` + DSM (any schedule) with the best validation accuracy: the one
         ``dsm release`` publishes. None when no such run has finished."""
-        names = {v.name for v in self.all_variants() if v.network == Variant.make()}
+        names = self.headline_variants()
         candidates = [r for r in runs if r["variant"] in names and r.get("val_metrics")]
         return dict(max(candidates, key=lambda r: r["val_metrics"]["accuracy"])) if candidates else None
 
@@ -631,7 +635,7 @@ class Experiment:
         """Title -> run for the confusion matrices of a results page: the first repeat of the equal-recipe
         DSM row and, when it is another run, the best-validation ``dsm_net`` + DSM run (the released kind)."""
         out: dict[str, dict[str, Any]] = {}
-        first = next((dict(r) for r in runs if r["variant"] == Variant.make().name), None)
+        first = self.per_variant(runs).get(Variant.make().name)
         if first is not None:
             out[f"dsm_net + DSM, {self._record_name(first['run_dir'])}, test split"] = first
         best = self.best_headline_run(runs)
@@ -752,7 +756,7 @@ class Experiment:
         model = create_model(headline.model, modulator=headline.modulator, in_chans=chans, num_classes=ncls)
         params = sum(p.numel() for p in model.parameters())
         small = params <= targets.max_params
-        names = {v.name for v in self.all_variants() if v.network == headline}
+        names = self.headline_variants()
         summary = self.summary([r for r in runs if r["variant"] in names])
         floor, goal, limit = 100 * targets.floor, 100 * targets.goal, targets.max_params / 1e6
         lines = [

@@ -377,7 +377,6 @@ def _scatter_points(ax: Axes, points: pd.DataFrame, sizes: pd.Series, labels: pd
             texts, x=points["latency_ms"].to_numpy(), y=acc.to_numpy(), ax=ax, expand=(1.3, 1.8),
             arrowprops={"arrowstyle": "-", "color": "0.5", "lw": 0.6},
         )  # fmt: skip
-    ax.set_xlabel("CPU latency, batch 1, median (ms)")
 
 
 def plot_accuracy_latency(points: pd.DataFrame, title: str = "") -> Figure:
@@ -386,32 +385,26 @@ def plot_accuracy_latency(points: pd.DataFrame, title: str = "") -> Figure:
     macs). Most rows of a study sit within a few tenths of a ms and a point of each other: when some lie
     far outside that dense middle, the left panel shows every row and labels the far ones, and the right
     panel zooms on the middle (the dashed box) and labels its rows there."""
-    title = title or "accuracy vs latency (marker area grows with MACs)"
-    if points.empty:
+    if points.empty:  # no finished runs yet: labelled, empty axes
         fig, ax = plt.subplots(figsize=(8, 5.5))
-        ax.set_xlabel("CPU latency, batch 1, median (ms)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(title, fontsize=10)
-        return _done(fig)
-    span = float(points["macs"].max() - points["macs"].min())
-    sizes = 40 + 260 * (points["macs"] - points["macs"].min()) / (span if span > 0 else 1.0)
-    middle = _cluster(points["latency_ms"].to_numpy(), 100 * points["accuracy"].to_numpy())
-    if middle.all() or middle.sum() < 2:
-        fig, ax = plt.subplots(figsize=(8, 5.5))
-        _scatter_points(ax, points, sizes, points["label"])
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(title, fontsize=10)
-        return _done(fig)
-    fig, (ax_all, ax_mid) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [1, 1.35]})
-    _scatter_points(ax_all, points, sizes, points["label"].where(~middle))
-    inner = points[middle]
-    _scatter_points(ax_mid, inner, sizes[middle], inner["label"])
-    x0, x1 = ax_mid.get_xlim()
-    y0, y1 = ax_mid.get_ylim()
-    ax_all.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ls="--", lw=0.8, ec="0.4"))
-    ax_all.set_ylabel("test accuracy (%)")
-    ax_all.set_title(title, fontsize=10)
-    ax_mid.set_title(f"the dashed box: {int(middle.sum())} rows", fontsize=10)
+    else:
+        span = float(points["macs"].max() - points["macs"].min())
+        sizes = 40 + 260 * (points["macs"] - points["macs"].min()) / (span if span > 0 else 1.0)
+        middle = _cluster(points["latency_ms"].to_numpy(), 100 * points["accuracy"].to_numpy())
+        if middle.all() or middle.sum() < 2:
+            fig, ax = plt.subplots(figsize=(8, 5.5))
+            _scatter_points(ax, points, sizes, points["label"])
+        else:
+            fig, (ax, ax_mid) = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [1, 1.35]})
+            _scatter_points(ax, points, sizes, points["label"].where(~middle))
+            _scatter_points(ax_mid, points[middle], sizes[middle], points["label"][middle])
+            (x0, x1), (y0, y1) = ax_mid.get_xlim(), ax_mid.get_ylim()
+            ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ls="--", lw=0.8, ec="0.4"))
+            ax_mid.set_title(f"the dashed box: {int(middle.sum())} rows", fontsize=10)
+    for a in fig.axes:
+        a.set_xlabel("CPU latency, batch 1, median (ms)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title or "accuracy vs latency (marker area grows with MACs)", fontsize=10)
     return _done(fig)
 
 
