@@ -145,6 +145,7 @@ class Profile:
     overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields on top of the recipe
     seeds: tuple[int, ...] = (0,)
     headline_seeds: tuple[int, ...] = ()  # more seeds for the headline row only (dsm_net + DSM)
+    baseline_seeds: tuple[int, ...] = ()  # more seeds for dsm_net without a modulator: a spread on both sides
     headline_epochs: tuple[int, ...] = ()  # the headline row once more at each schedule (seed 0): how far it gets
     lease_epochs: tuple[int, ...] = ()  # such schedules meant for a lent GPU: trained last on a CPU
     folds: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)  # k-fold data sets (CK+, JAFFE)
@@ -179,6 +180,7 @@ class Profile:
                 f"({cfg.epochs} epochs, batch {cfg.batch_size}, input {cfg.input_size}x{cfg.input_size})",
                 f"- repeats: seeds {list(self.seeds)}"
                 + (f", and {list(self.headline_seeds)} for dsm_net + DSM" if self.headline_seeds else "")
+                + (f", and {list(self.baseline_seeds)} for dsm_net without a modulator" if self.baseline_seeds else "")
                 + f" (k-fold data sets: folds {list(self.folds)})",
                 *(
                     [
@@ -250,6 +252,7 @@ PROFILES: dict[str, Profile] = {
         recipe="cpu",
         overrides={"epochs": 8},
         headline_seeds=(1, 2),
+        baseline_seeds=(1, 2),
         headline_epochs=(30, 60, 150),
         lease_epochs=(150,),
         models=("dsm_net", "timm:resnet18"),
@@ -477,12 +480,15 @@ class Experiment:
     # configs and runs
     def repeats(self, variant: Variant | None = None) -> list[tuple[str, dict[str, Any]]]:
         """(directory name, TrainConfig changes) per repeat: seeds, or folds on a k-fold data set.
-        The headline variant (dsm_net + DSM) also gets the profile's ``headline_seeds``."""
+        The headline variant (dsm_net + DSM) also gets the profile's ``headline_seeds``, dsm_net without a
+        modulator its ``baseline_seeds``."""
         if self.info.protocol == "kfold":
             return [(f"fold{k}", {"protocol": "kfold", "fold": k}) for k in self.profile.folds]
         seeds = self.profile.seeds
         if variant == Variant.make():
             seeds = tuple(dict.fromkeys(seeds + self.profile.headline_seeds))
+        elif variant == Variant.make(modulator="none"):
+            seeds = tuple(dict.fromkeys(seeds + self.profile.baseline_seeds))
         return [(f"seed{s}", {"seed": s}) for s in seeds]
 
     def configs(self, variant: Variant) -> list[TrainConfig]:
@@ -553,6 +559,8 @@ class Experiment:
                             state = "other data"
                         else:
                             state = f"epoch {len(partial.get('epochs') or [])} of {cfg.epochs} done"
+                            if partial.get("epochs") and not (Path(cfg.out) / "last.json").is_file():
+                                state += ", no checkpoint: starts over"
                         if state.startswith("other"):
                             blocked = (Path(cfg.out) / "last.json").is_file()
                             state += ": training refuses (move it away)" if blocked else ": starts over"

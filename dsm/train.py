@@ -347,6 +347,8 @@ class Trainer:
         cfg = self.cfg
         if self.resume and self.load_last() and self.rank == 0:
             print(f"resumed {self.out} at epoch {self.state['epoch']}", flush=True)
+        elif self.resume and self.rank == 0:
+            self._warn_lost_checkpoint()
         self.record.world_size = max(self.record.world_size, self.world)  # the most processes it ever trained on
         finished = self._finished_record()
         if self.rank == 0 and finished is None:  # a finished record keeps its final metrics
@@ -397,6 +399,20 @@ class Trainer:
                 )
             return self.record.to_dict()
         return self.finish()
+
+    def _warn_lost_checkpoint(self) -> None:
+        """Say so when a resume finds a run record with epochs but no ``last`` checkpoint to continue from
+        (checkpoints are not committed, so a fresh clone has only the record): the run starts over."""
+        try:
+            run = load_run(self.out)
+        except (FileNotFoundError, ValueError):
+            return
+        if (n := len(run.get("epochs") or [])) and run.get("status") != "finished":
+            print(
+                f"{self.out / 'run.json'}: records {n} epoch{'s' * (n > 1)} but there is no last checkpoint "
+                "to continue from; training starts over at epoch 1 and replaces that record",
+                flush=True,
+            )
 
     def _finished_record(self) -> dict | None:
         """The finished record of this run when nothing is left to train (a resume of a finished run)."""

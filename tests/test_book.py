@@ -129,8 +129,13 @@ def test_plan_says_where_each_run_stands(reproduced, capsys):
         record = {"status": "running", "config": {**cfg.to_dict(), **changes}, "epochs": [{"epoch": 1}]}
         (Path(cfg.out) / "run.json").write_text(json.dumps({**record, "data": {"manifest_hash": digest}}))
     (runs_dir / "simam" / "seed0" / "last.json").write_text("{}")
+    epochs = exp.configs(study.Variant.make())[0].epochs
+    # a record of epochs without its last checkpoint (a fresh clone: checkpoints are not committed) starts over
+    stopped = exp.plan().set_index("run").loc["eca/seed0", "state"]
+    assert stopped == f"epoch 1 of {epochs} done, no checkpoint: starts over"
+    (runs_dir / "eca" / "seed0" / "last.json").write_text("{}")
     plan = exp.plan().set_index("run")
-    assert plan.loc["eca/seed0", "state"] == f"epoch 1 of {exp.configs(study.Variant.make())[0].epochs} done"
+    assert plan.loc["eca/seed0", "state"] == f"epoch 1 of {epochs} done"
     assert plan.loc["gam/seed0", "state"] == "other config: starts over"
     assert plan.loc["simam/seed0", "state"] == "other data: training refuses (move it away)"
     assert plan.loc["dsm/seed0", "state"] == "finished" and 0 <= plan.loc["dsm/seed0", "test accuracy %"] <= 100
@@ -161,7 +166,9 @@ def test_headline_seeds_and_training_order(tmp_path):
     exp = study.Experiment.create("cpu", "fer2013", tmp_path / "data", tmp_path / "runs")
     headline, other = study.Variant.make(), study.Variant.make(modulator="none")
     assert [Path(c.out).name for c in exp.configs(headline)] == ["seed0", "seed1", "seed2"]
-    assert [Path(c.out).name for c in exp.configs(other)] == ["seed0"]
+    assert [Path(c.out).name for c in exp.configs(other)] == ["seed0", "seed1", "seed2"]  # the baseline's spread
+    assert [Path(c.out).name for c in exp.configs(study.Variant.make(modulator="se"))] == ["seed0"]
+    assert "and [1, 2] for dsm_net without a modulator" in exp.profile.describe()
     order = [v.name for v in exp.training_order()]
     assert order[:3] == ["dsm", "none", "cbam"]  # the headline rows, then the gate-map model
     assert order.index("lka") < order.index("timm-resnet18-dsm") < order.index("dsm-kernel_size=3")
@@ -176,7 +183,7 @@ def test_headline_seeds_and_training_order(tmp_path):
     assert [(Path(c.out).name, c.epochs) for c in exp.configs(longest)] == [("seed0", 60)]
     leased = study.Variant.make(train_opts={"epochs": 150})  # meant for a lent GPU: last on a CPU
     assert order[-1] == leased.name and "150 meant for a lent GPU" in exp.profile.describe()
-    assert sum(len(exp.configs(v)) for v in exp.training_order()) == 24  # as book/reproduce.md says
+    assert sum(len(exp.configs(v)) for v in exp.training_order()) == 26  # as book/reproduce.md says
 
 
 @pytest.mark.slow

@@ -147,6 +147,21 @@ def test_a_time_limit_pauses_and_resume_matches_an_uninterrupted_run(toy, tmp_pa
     assert resumed["epochs"][-1]["train_loss"] == pytest.approx(full["epochs"][-1]["train_loss"], abs=1e-6)
 
 
+def test_resume_without_checkpoint_says_it_starts_over(toy, tmp_path, capsys):
+    """A fresh clone has a stopped run's record but not its (uncommitted) checkpoints: say so, start over."""
+    cfg = _cfg(toy, tmp_path / "cloned", time_limit=1e-9)
+    train(cfg, show_progress=False)
+    for name in ("last.json", "last.safetensors", "best.json", "best.safetensors"):
+        (tmp_path / "cloned" / name).unlink()
+    capsys.readouterr()
+    again = train(cfg, resume=True, show_progress=False)
+    out = capsys.readouterr().out
+    assert f"{tmp_path / 'cloned' / 'run.json'}: records 1 epoch but there is no last checkpoint" in out
+    assert "resumed" not in out and again["resumes"] == [] and len(again["epochs"]) == 1
+    train(cfg, resume=True, show_progress=False)  # with its checkpoint back, a resume is silent about it
+    assert "no last checkpoint" not in capsys.readouterr().out
+
+
 def test_a_deferred_test_is_run_by_the_next_resume(toy, tmp_path):
     """A machine without the test images trains every epoch; the final evaluation waits for one that has them."""
     cfg = _cfg(toy, tmp_path / "run", defer_test=True)
