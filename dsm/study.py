@@ -612,6 +612,35 @@ class Experiment:
         labels = {str(r["run_dir"]): r["variant"] for r in runs}
         return results_table(self.summary(runs), labels)
 
+    def paired_difference(self, runs: Sequence[Mapping[str, Any]], variant: str, baseline: str) -> pd.DataFrame:
+        """Test accuracy and balanced accuracy (%) of ``variant`` and ``baseline`` for each repeat (seed or
+        fold) both finished, their difference in points, and (for two or more) a last row of mean ± std over
+        those repeats. Paired by repeat, so a gap that re-training alone does not explain shows in every row."""
+        by_repeat: dict[str, dict[str, Mapping[str, Any]]] = {}
+        for r in runs:
+            if r["variant"] in (variant, baseline) and r.get("test_metrics"):
+                by_repeat.setdefault(Path(r["run_dir"]).name, {})[r["variant"]] = r
+        rows, records = [], {}
+        for repeat, pair in by_repeat.items():
+            if len(pair) < 2:
+                continue
+            row: dict[str, Any] = {"repeat": repeat}
+            for key, label in (("accuracy", "accuracy"), ("balanced_accuracy", "balanced acc.")):
+                a, b = (100 * pair[v]["test_metrics"][key] for v in (variant, baseline))
+                row |= {f"{label}: {variant}": a, f"{label}: {baseline}": b, f"{label}: difference": a - b}
+            rows.append(row)
+            records[repeat] = ", ".join(self._record_name(pair[v]["run_dir"]) for v in (variant, baseline))
+        if not rows:
+            return pd.DataFrame()
+        df = pd.DataFrame(rows).set_index("repeat")
+        fmt = {c: "{:+.2f}" if c.endswith("difference") else "{:.2f}" for c in df.columns}
+        out = pd.DataFrame({c: df[c].map(fmt[c].format) for c in df.columns})
+        mean = pd.Series({c: fmt[c].format(df[c].mean()) for c in df.columns})
+        if len(df) > 1:
+            out.loc[f"mean ± std over {len(df)}"] = mean + " ± " + df.std().map("{:.2f}".format)
+        out["run records"] = pd.Series(records)
+        return out.fillna("").reset_index()
+
     def ablation_table(self, groups: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.DataFrame:
         """One table over ablation groups (``{group: runs}``), with a ``group`` column first."""
         parts = [self.table(runs).assign(group=group) for group, runs in groups.items() if runs]

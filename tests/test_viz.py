@@ -321,3 +321,37 @@ def test_an_empty_results_table_plots_nothing():
     table = viz.results_table(pd.DataFrame())
     assert table.empty and {"variant", "Accuracy", "split"} <= set(table.columns)
     assert viz.plot_metric_bars(table) is None
+
+
+def test_paired_difference_pairs_by_repeat(tmp_path):
+    exp = Experiment.create("cpu", "fer2013", tmp_path / "data", tmp_path / "runs")
+
+    def run(variant: str, seed: int, acc: float, bal: float, test: bool = True) -> dict:
+        metrics = {"accuracy": acc, "balanced_accuracy": bal} if test else None
+        return {
+            "variant": variant,
+            "run_dir": str(tmp_path / "runs" / variant / f"seed{seed}"),
+            "test_metrics": metrics,
+        }
+
+    runs = [
+        run("dsm", 0, 0.60, 0.50),
+        run("dsm", 1, 0.62, 0.52),
+        run("dsm", 2, 0.70, 0.60),  # no baseline for seed 2: left out
+        run("none", 0, 0.59, 0.51),
+        run("none", 1, 0.58, 0.50),
+        run("none", 3, 0.10, 0.10),  # nor DSM for seed 3
+        run("se", 0, 0.99, 0.99),
+        run("none", 2, 0.0, 0.0, test=False),  # unfinished: no test metrics
+    ]
+    df = exp.paired_difference(runs, "dsm", "none").set_index("repeat")
+    assert list(df.index) == ["seed0", "seed1", "mean ± std over 2"]
+    assert df.loc["seed0", "accuracy: dsm"] == "60.00" and df.loc["seed0", "accuracy: difference"] == "+1.00"
+    assert df.loc["seed0", "balanced acc.: difference"] == "-1.00"
+    assert df.loc["mean ± std over 2", "accuracy: difference"] == "+2.50 ± 2.12"  # (1, 4): sample std
+    assert df.loc["mean ± std over 2", "accuracy: none"] == "58.50 ± 0.71"
+    assert df.loc["seed1", "run records"] == "dsm/seed1/run.json, none/seed1/run.json"
+    assert df.loc["mean ± std over 2", "run records"] == ""
+    one = exp.paired_difference(runs[:1] + runs[3:4], "dsm", "none")
+    assert list(one["repeat"]) == ["seed0"]  # one pair: no spread to show
+    assert exp.paired_difference(runs, "dsm", "cbam").empty
