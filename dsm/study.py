@@ -144,8 +144,8 @@ class Profile:
     recipe: str = "cpu"
     overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields on top of the recipe
     seeds: tuple[int, ...] = (0,)
-    headline_seeds: tuple[int, ...] = ()  # more seeds for the headline row only (dsm_net + DSM)
-    baseline_seeds: tuple[int, ...] = ()  # more seeds for dsm_net without a modulator: a spread on both sides
+    # more seeds for some variants (by name): the headline row "dsm", and rows to compare it with seed by seed
+    more_seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)
     headline_epochs: tuple[int, ...] = ()  # the headline row once more at each schedule (seed 0): how far it gets
     lease_epochs: tuple[int, ...] = ()  # such schedules meant for a lent GPU: trained last on a CPU
     folds: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)  # k-fold data sets (CK+, JAFFE)
@@ -179,8 +179,7 @@ class Profile:
                 f"- training: recipe `{self.recipe}` with {json.dumps(self.overrides)} "
                 f"({cfg.epochs} epochs, batch {cfg.batch_size}, input {cfg.input_size}x{cfg.input_size})",
                 f"- repeats: seeds {list(self.seeds)}"
-                + (f", and {list(self.headline_seeds)} for dsm_net + DSM" if self.headline_seeds else "")
-                + (f", and {list(self.baseline_seeds)} for dsm_net without a modulator" if self.baseline_seeds else "")
+                + "".join(f", and {list(seeds)} for `{name}`" for name, seeds in self.more_seeds.items())
                 + f" (k-fold data sets: folds {list(self.folds)})",
                 *(
                     [
@@ -251,8 +250,7 @@ PROFILES: dict[str, Profile] = {
         "study is trained over several sessions: a page lists the runs that have not finished yet.",
         recipe="cpu",
         overrides={"epochs": 8},
-        headline_seeds=(1, 2),
-        baseline_seeds=(1, 2),
+        more_seeds={"dsm": (1, 2), "none": (1, 2), "gam": (1, 2)},
         headline_epochs=(30, 60, 150),
         lease_epochs=(150,),
         models=("dsm_net", "timm:resnet18"),
@@ -480,15 +478,12 @@ class Experiment:
     # configs and runs
     def repeats(self, variant: Variant | None = None) -> list[tuple[str, dict[str, Any]]]:
         """(directory name, TrainConfig changes) per repeat: seeds, or folds on a k-fold data set.
-        The headline variant (dsm_net + DSM) also gets the profile's ``headline_seeds``, dsm_net without a
-        modulator its ``baseline_seeds``."""
+        A variant named in the profile's ``more_seeds`` also gets those seeds."""
         if self.info.protocol == "kfold":
             return [(f"fold{k}", {"protocol": "kfold", "fold": k}) for k in self.profile.folds]
         seeds = self.profile.seeds
-        if variant == Variant.make():
-            seeds = tuple(dict.fromkeys(seeds + self.profile.headline_seeds))
-        elif variant == Variant.make(modulator="none"):
-            seeds = tuple(dict.fromkeys(seeds + self.profile.baseline_seeds))
+        if variant is not None:
+            seeds = tuple(dict.fromkeys(seeds + self.profile.more_seeds.get(variant.name, ())))
         return [(f"seed{s}", {"seed": s}) for s in seeds]
 
     def configs(self, variant: Variant) -> list[TrainConfig]:

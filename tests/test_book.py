@@ -162,13 +162,16 @@ def test_train_only_trains_what_the_notebooks_need(reproduced, capsys):
     assert out.count(" loaded ") == len(exp.training_order())  # everything was trained by the fixture already
 
 
-def test_headline_seeds_and_training_order(tmp_path):
+def test_more_seeds_and_training_order(tmp_path):
     exp = study.Experiment.create("cpu", "fer2013", tmp_path / "data", tmp_path / "runs")
     headline, other = study.Variant.make(), study.Variant.make(modulator="none")
     assert [Path(c.out).name for c in exp.configs(headline)] == ["seed0", "seed1", "seed2"]
     assert [Path(c.out).name for c in exp.configs(other)] == ["seed0", "seed1", "seed2"]  # the baseline's spread
+    assert [Path(c.out).name for c in exp.configs(study.Variant.make(modulator="gam"))] == ["seed0", "seed1", "seed2"]
     assert [Path(c.out).name for c in exp.configs(study.Variant.make(modulator="se"))] == ["seed0"]
-    assert "and [1, 2] for dsm_net without a modulator" in exp.profile.describe()
+    longer = study.Variant.make(train_opts={"epochs": 30})  # "dsm" names the 8-epoch row only
+    assert [Path(c.out).name for c in exp.configs(longer)] == ["seed0"]
+    assert "seeds [0], and [1, 2] for `dsm`, and [1, 2] for `none`, and [1, 2] for `gam`" in exp.profile.describe()
     order = [v.name for v in exp.training_order()]
     assert order[:3] == ["dsm", "none", "cbam"]  # the headline rows, then the gate-map model
     assert order.index("lka") < order.index("timm-resnet18-dsm") < order.index("dsm-kernel_size=3")
@@ -183,7 +186,7 @@ def test_headline_seeds_and_training_order(tmp_path):
     assert [(Path(c.out).name, c.epochs) for c in exp.configs(longest)] == [("seed0", 60)]
     leased = study.Variant.make(train_opts={"epochs": 150})  # meant for a lent GPU: last on a CPU
     assert order[-1] == leased.name and "150 meant for a lent GPU" in exp.profile.describe()
-    assert sum(len(exp.configs(v)) for v in exp.training_order()) == 26  # as book/reproduce.md says
+    assert sum(len(exp.configs(v)) for v in exp.training_order()) == 28  # as book/reproduce.md says
 
 
 @pytest.mark.slow
