@@ -140,6 +140,8 @@ def test_plan_says_where_each_run_stands(reproduced, capsys):
     assert plan.loc["simam/seed0", "state"] == "other data: training refuses (move it away)"
     assert plan.loc["dsm/seed0", "state"] == "finished" and 0 <= plan.loc["dsm/seed0", "test accuracy %"] <= 100
     assert (plan["state"] == "finished").sum() == len(plan) - 3
+    modulators = exp.ablation_variants()["modulators"]  # of the three, only eca's record is of this run
+    assert list(exp.unfinished_runs(modulators)) == [f"eca/seed0 (unfinished: epoch 1 of {epochs})"]
     assert not (runs_dir / "eca" / "seed0" / "best.json").exists()  # nothing was trained
     for name in ("eca", "gam", "simam"):
         shutil.rmtree(runs_dir / name)
