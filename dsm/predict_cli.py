@@ -62,18 +62,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--every-n-frames", type=int, default=1, metavar="N", help="videos: classify every N-th frame")
-    p.add_argument("--pad", type=float, default=0.1, help="grow face boxes by this fraction per side before cropping")
-    p.add_argument(
-        "--min-face", type=_fraction, default=0.05, help="smallest face, as a fraction (0, 1] of the shorter side"
-    )
-    p.add_argument(
-        "--min-neighbors", type=positive_int, default=5, help="detector strictness: raise it against false faces"
-    )
+    # the face-detection flags default to None (= the library's default, named in the help) so that
+    # --no-detect can refuse them instead of ignoring them
+    p.add_argument("--pad", type=float, help="grow face boxes by this fraction per side before cropping (0.1)")
+    p.add_argument("--min-face", type=_fraction, help="smallest face, as a fraction (0, 1] of the shorter side (0.05)")
+    p.add_argument("--min-neighbors", type=positive_int, help="detector strictness: raise it against false faces (5)")
     p.add_argument(
         "--max-side",
         type=int,
-        default=640,
-        help="detect on a copy shrunk to this longer side: smaller is faster, but misses small faces",
+        help="detect on a copy shrunk to this longer side (640): smaller is faster, but misses small faces",
     )
 
 
@@ -251,10 +248,18 @@ def run(args: argparse.Namespace) -> int:
     if args.every_n_frames < 1:
         print("dsm predict: --every-n-frames must be >= 1", file=sys.stderr)
         return 2
-    if args.max_side < 48:
+    detection = {"pad": args.pad, "min_face": args.min_face, "min_neighbors": args.min_neighbors}
+    detection["max_side"] = args.max_side
+    if args.no_detect and (given := [f"--{k.replace('_', '-')}" for k, v in detection.items() if v is not None]):
+        print(f"dsm predict: {', '.join(given)}: face detection options, but --no-detect turns it off", file=sys.stderr)
+        return 2
+    if args.overwrite and args.out is None:
+        print("dsm predict: --overwrite replaces an earlier run's outputs in --out; name that folder", file=sys.stderr)
+        return 2
+    if args.max_side is not None and args.max_side < 48:
         print("dsm predict: --max-side must be >= 48", file=sys.stderr)
         return 2
-    if not -0.5 < args.pad <= 2:
+    if args.pad is not None and not -0.5 < args.pad <= 2:
         print(
             f"dsm predict: --pad must be in (-0.5, 2] (a fraction of the face box per side), got {args.pad}",
             file=sys.stderr,
@@ -278,12 +283,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"dsm predict: --device {args.device}: {one_line(e)}", file=sys.stderr)
         return 2
     try:
-        detector = (
-            WholeImage()
-            if args.no_detect
-            else FaceDetector(min_neighbors=args.min_neighbors, min_face=args.min_face, max_side=args.max_side)
-        )
-        pred = Predictor(args.checkpoint, args.device, detector, pad=args.pad)
+        given = {k: v for k, v in detection.items() if v is not None}
+        pad = {"pad": given.pop("pad")} if "pad" in given else {}
+        detector = WholeImage() if args.no_detect else FaceDetector(**given)
+        pred = Predictor(args.checkpoint, args.device, detector, **pad)
     except CheckpointError as e:
         print(f"dsm predict: {e}", file=sys.stderr)
         return 2

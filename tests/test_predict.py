@@ -261,6 +261,9 @@ def test_cli_strip_image_and_empty_folder_do_not_stop_the_others(ckpt, tmp_path,
         (["--pad", "-0.6"], "--pad must be in (-0.5, 2]"),
         (["--device", "bogus"], "--device bogus: "),
         (["--out", "{file}"], "exists and is not a folder"),
+        (["--overwrite"], "--overwrite replaces an earlier run's outputs in --out"),
+        (["--no-detect", "--min-neighbors", "9", "--pad", "0"], "--pad, --min-neighbors: face detection options"),
+        (["--no-detect", "--max-side", "320"], "--max-side: face detection options, but --no-detect turns it off"),
     ],
 )
 def test_cli_bad_options_are_one_line_errors(ckpt, tmp_path, capsys, flags, message):
