@@ -228,7 +228,7 @@ def plot_curves(frames: pd.DataFrame | Mapping[str, pd.DataFrame]) -> Figure:
     if isinstance(frames, pd.DataFrame):
         frames = {"run": frames}
     panels = [("train_loss", "training loss"), ("val_loss", "validation loss"), ("val_acc", "validation accuracy")]
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3))
     for label, df in frames.items():
         for ax, (col, _) in zip(axes, panels, strict=True):
             if col in df:
@@ -237,7 +237,8 @@ def plot_curves(frames: pd.DataFrame | Mapping[str, pd.DataFrame]) -> Figure:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
-    axes[-1].legend(fontsize=8, loc="lower right")
+    # beside the panels, not on them: long runs fill the corners, and labels of unfinished runs are long
+    axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     return _done(fig)
 
 

@@ -164,6 +164,8 @@ def test_plot_curves_draws_each_run_in_each_panel():
             np.testing.assert_array_equal(lines[label], df[["epoch", col]].to_numpy(float))
     assert [t.get_text() for t in axes[-1].get_legend().get_texts()] == ["dsm"]
     # a single frame is one run called "run"
+    legend = axes[-1].get_legend()  # beside the last panel, covering no curve
+    assert legend is not None and legend.get_window_extent().x0 >= axes[-1].bbox.x1
     [line] = viz.plot_curves(a).axes[0].lines
     assert line.get_label() == "run"
     np.testing.assert_array_equal(line.get_ydata(), a["train_loss"])
