@@ -248,10 +248,12 @@ def run(args: argparse.Namespace) -> int:
     if args.every_n_frames < 1:
         print("dsm predict: --every-n-frames must be >= 1", file=sys.stderr)
         return 2
-    detection = {"pad": args.pad, "min_face": args.min_face, "min_neighbors": args.min_neighbors}
-    detection["max_side"] = args.max_side
-    if args.no_detect and (given := [f"--{k.replace('_', '-')}" for k, v in detection.items() if v is not None]):
-        print(f"dsm predict: {', '.join(given)}: face detection options, but --no-detect turns it off", file=sys.stderr)
+    # the face-detection flags given; the others stay None, so the library's defaults apply
+    names = ("pad", "min_face", "min_neighbors", "max_side")
+    detection = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    if args.no_detect and detection:
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in detection)
+        print(f"dsm predict: {flags}: face detection options, but --no-detect turns it off", file=sys.stderr)
         return 2
     if args.overwrite and args.out is None:
         print("dsm predict: --overwrite replaces an earlier run's outputs in --out; name that folder", file=sys.stderr)
@@ -283,9 +285,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"dsm predict: --device {args.device}: {one_line(e)}", file=sys.stderr)
         return 2
     try:
-        given = {k: v for k, v in detection.items() if v is not None}
-        pad = {"pad": given.pop("pad")} if "pad" in given else {}
-        detector = WholeImage() if args.no_detect else FaceDetector(**given)
+        pad = {"pad": detection.pop("pad")} if "pad" in detection else {}
+        detector = WholeImage() if args.no_detect else FaceDetector(**detection)
         pred = Predictor(args.checkpoint, args.device, detector, **pad)
     except CheckpointError as e:
         print(f"dsm predict: {e}", file=sys.stderr)
