@@ -575,17 +575,15 @@ class Experiment:
         epochs recorded, not finished), so a page can draw how far a long schedule got. Such a record has no
         test metrics; the label says which epoch it reached."""
         from dsm.data.format import load_prepared
-        from dsm.runs import finished_run, load_run, trained_on
+        from dsm.runs import load_run, trained_on
 
         hashes = load_prepared(self.data_dir).hashes
         out = {}
         for variant in dict.fromkeys(variants):
             for cfg in self.configs(variant):
-                if finished_run(cfg) is not None:
-                    continue
                 with contextlib.suppress(FileNotFoundError, ValueError):
                     run = load_run(cfg.out)
-                    n = len(run.get("epochs") or [])
+                    n = len(run.get("epochs") or []) if run.get("status") != "finished" else 0
                     if n and cfg.same_run(run.get("config", {})) and trained_on(run, hashes):
                         rel = Path(cfg.out).relative_to(self.runs_dir)
                         out[f"{rel} (unfinished: epoch {n} of {cfg.epochs})"] = run | {"variant": variant.name}
