@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import pandas as pd
 import torch
 
 from dsm.bench import RUNTIMES, BenchConfig, compare, device_name, pipeline_fps, runtime_latency
 from dsm.data.build import positive_int
+from dsm.errors import fail
 from dsm.registry import list_models, list_modulators
 from dsm.reparam import reparameterize
+
+PROG = "dsm bench"
 
 
 def _positive_ints(text: str, sep: str) -> list[int] | None:
@@ -86,8 +88,7 @@ def run_runtimes(args: argparse.Namespace) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = sorted(set(backends) - set(RUNTIMES))
     if unknown:
-        print(f"dsm bench: unknown backend(s) {', '.join(unknown)}; choose from {', '.join(RUNTIMES)}", file=sys.stderr)
-        return 2
+        return fail(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(RUNTIMES)}", PROG)
     if args.threads:
         torch.set_num_threads(args.threads)  # for the whole command, so the footer reports it
     rows = []
@@ -130,8 +131,7 @@ def run_video(args: argparse.Namespace) -> int:
             max_side=args.max_side,
         )
     except (CheckpointError, ImageReadError, ValueError) as e:
-        print(f"dsm bench: {e}", file=sys.stderr)
-        return 2
+        return fail(e, PROG)
     if args.json:
         print(json.dumps(res))
         return 0
@@ -174,8 +174,7 @@ def run(args: argparse.Namespace) -> int:
     if args.video:
         return run_video(args)
     if problem := _bad_args(args):
-        print(f"dsm bench: {problem}", file=sys.stderr)
-        return 2
+        return fail(problem, PROG)
     if args.runtimes:
         return run_runtimes(args)
     results = compare(configs_from_args(args), args.device, args.runs, args.warmup, args.threads, not args.no_latency)

@@ -12,7 +12,7 @@ import os
 import sys
 
 from dsm import __version__
-from dsm.errors import one_line
+from dsm.errors import fail, one_line
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("dsm.data.prepare", "raw data set -> the prepared format (same as data_scripts/prepare.py)"),
@@ -43,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = {"onnx": "onnx", "onnxruntime": "onnx", "papermill": "book", "nbformat": "book"}.get(e.name or "")
         if extra is None:
             raise
-        print(f"dsm {argv[0]}: needs {e.name}: pip install -e '.[{extra}]' in the dsm checkout", file=sys.stderr)
-        return 2
+        return fail(f"needs {e.name}: pip install -e '.[{extra}]' in the dsm checkout", f"dsm {argv[0]}")
     cmd_parser = argparse.ArgumentParser(prog=f"dsm {argv[0]}", description=COMMANDS[argv[0]][1])
     module.add_arguments(cmd_parser)
     args = cmd_parser.parse_args(argv[1:])
@@ -54,11 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except OSError as e:  # a path the command could not read or write
         where = e.filename or argv[0]
-        print(f"dsm {argv[0]}: {where}: {e.strerror or one_line(e)}", file=sys.stderr)
+        return fail(f"{where}: {e.strerror or e}", f"dsm {argv[0]}")
     except Exception as e:  # noqa: BLE001  (what the command did not foresee: one line, not a traceback)
         kind = "" if type(e).__name__ in ("DataError", "CheckpointError") else f"{type(e).__name__}: "
-        print(f"dsm {argv[0]}: {kind}{one_line(e)[:500]} (DSM_DEBUG=1 shows the traceback)", file=sys.stderr)
-    return 2
+        return fail(f"{kind}{one_line(e)[:500]} (DSM_DEBUG=1 shows the traceback)", f"dsm {argv[0]}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""How every ``dsm`` command reports bad input: one line on stderr naming the file or flag and the problem,
-and exit status 2 (argparse's own status for a bad argument)."""
+"""How every ``dsm`` command reports bad input: one line on stderr, ``dsm <command>: error: <problem>``, naming
+the file or flag and the problem, and exit status 2 -- argparse's own form and status for a bad argument, so a
+script sees one shape whether argparse or the command caught the mistake."""
 
 from __future__ import annotations
 
@@ -15,10 +16,15 @@ def one_line(e: BaseException | str) -> str:
     return " ".join(str(e).split())
 
 
-def fail(problem: BaseException | str, prog: str = "error") -> int:
-    """Print ``prog: problem`` as one line on stderr and return 2, for ``return fail(e)`` in a command."""
-    print(f"{prog}: {one_line(problem)}", file=sys.stderr)
+def fail(problem: BaseException | str, prog: str) -> int:
+    """Print ``prog: error: problem`` as one line on stderr and return 2, for ``return fail(e, PROG)``."""
+    print(f"{prog}: error: {one_line(problem)}", file=sys.stderr)
     return 2
+
+
+def warn(problem: BaseException | str, prog: str) -> None:
+    """Print ``prog: warning: problem`` as one line on stderr: reported, and the command goes on."""
+    print(f"{prog}: warning: {one_line(problem)}", file=sys.stderr)
 
 
 def missing_parents(path: Path) -> list[Path]:

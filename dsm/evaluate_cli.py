@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import warnings
 
 from dsm.checkpoint import RELEASED, CheckpointError
 from dsm.data.build import positive_int
 from dsm.data.format import DataError
-from dsm.errors import fail, one_line
+from dsm.errors import fail, warn
+
+PROG = "dsm evaluate"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         pick_device(args.device)
     except RuntimeError as e:
-        return fail(f"--device {args.device}: {e}")
+        return fail(f"--device {args.device}: {e}", PROG)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -56,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
                 args.run_index,
             )
         except (CheckpointError, DataError, ValueError) as e:
-            return fail(e)
+            return fail(e, PROG)
     for w in caught:  # one line each, on stderr: stdout stays the JSON
-        print(f"warning: {one_line(w.message)}", file=sys.stderr)
+        warn(w.message, PROG)
     print(json.dumps(metrics))
     return 0

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from dsm.checkpoint import RELEASED, CheckpointError, load_model
+from dsm.errors import fail
 from dsm.export import ExportError, export_checkpoint, max_abs_error, opset_of, opset_range, read_metadata
 from dsm.reparam import reparameterize
+
+PROG = "dsm export"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,21 +27,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     dynamic = args.batch == "dynamic"
     if not dynamic and not (args.batch.isdigit() and int(args.batch) > 0):
-        print(f"dsm export: --batch must be 'dynamic' or a positive integer, not {args.batch!r}", file=sys.stderr)
-        return 2
+        return fail(f"--batch must be 'dynamic' or a positive integer, not {args.batch!r}", PROG)
     batch = 1 if dynamic else int(args.batch)
     lo, hi = opset_range(args.exporter)
     if not lo <= args.opset <= hi:  # asked before exporting: the exporters' own failure is pages of log
-        print(f"dsm export: --opset {args.opset}: the {args.exporter} exporter writes {lo}..{hi}", file=sys.stderr)
-        return 2
+        return fail(f"--opset {args.opset}: the {args.exporter} exporter writes {lo}..{hi}", PROG)
     if Path(args.onnx).is_dir():
-        print(f"dsm export: --onnx {args.onnx}: a folder; give the .onnx file's path", file=sys.stderr)
-        return 2
+        return fail(f"--onnx {args.onnx}: a folder; give the .onnx file's path", PROG)
     try:
         path = export_checkpoint(args.checkpoint, args.onnx, args.opset, dynamic, batch, args.exporter)
     except (CheckpointError, ExportError) as e:
-        print(f"dsm export: {e}", file=sys.stderr)
-        return 2
+        return fail(e, PROG)
     meta = read_metadata(path)
     inp = meta["input"]
     print(f"wrote {path} (opset {opset_of(path)}, batch {args.batch}, input {inp['channels']}x{inp['size']})")
@@ -51,8 +49,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"onnxruntime vs PyTorch, batch {b}: max |logit difference| = {err:.2e}")
             if err > 1e-4:
                 path.unlink()  # a model that does not compute what the checkpoint does is not left behind
-                print(
-                    f"dsm export: {path}: outputs differ from PyTorch by {err:.2e} (> 1e-4); removed", file=sys.stderr
-                )
+                fail(f"{path}: outputs differ from PyTorch by {err:.2e} (> 1e-4); removed", PROG)
                 return 1
     return 0

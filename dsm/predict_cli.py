@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from dsm.checkpoint import CheckpointError
 from dsm.data.build import positive_int
-from dsm.errors import one_line
+from dsm.errors import fail, one_line, warn
 from dsm.face import FaceDetector, WholeImage
 from dsm.predict import (
     IMAGE_EXTS,
@@ -36,6 +36,8 @@ from dsm.predict import (
     video_info,
 )
 from dsm.train import pick_device
+
+PROG = "dsm predict"
 
 
 def _fraction(text: str) -> float:
@@ -95,7 +97,7 @@ def expand_inputs(inputs: list[str]) -> tuple[list[Input], list[tuple[str, str]]
                 what = f"no images ({', '.join(sorted(IMAGE_EXTS))}) in this folder"
                 errors.append((raw, f"{raw}: {what}" + (f"; {skipped}" if skipped else "")))
             elif skipped:
-                print(f"dsm predict: {raw}: {skipped}", file=sys.stderr)
+                warn(f"{raw}: {skipped}", PROG)
             items += [Input(f, "image", Path(path.resolve().name) / f.relative_to(path)) for f in files]
         elif path.is_file():
             kind = "video" if path.suffix.lower() in VIDEO_EXTS else "image"
@@ -184,7 +186,7 @@ def predict_image(pred: Predictor, item: Input, out: Output) -> None:
     for rec in face_records(str(item.path), None, results):
         out.record(rec)
     if not results:
-        print(f"{item.path}: no face found", file=sys.stderr)
+        warn(f"{item.path}: no face found", PROG)
     elif not out.json_stdout:
         for r in results:
             print(f"{item.path}: {r.label} {r.score:.2f} at {list(r.box)}")
@@ -238,7 +240,7 @@ def predict_video(pred: Predictor, item: Input, out: Output, every_n: int) -> No
     if frames == 0:
         raise ImageReadError(f"{item.path}: no frame could be read")
     if with_faces == 0:
-        print(f"{item.path}: no face found in {frames} frames", file=sys.stderr)
+        warn(f"{item.path}: no face found in {frames} frames", PROG)
     if not out.json_stdout:
         common = ", ".join(f"{c} {n}" for c, n in labels.most_common())
         print(f"{item.path}: {frames} frames, {with_faces} with faces" + (f"; labels: {common}" if common else ""))
@@ -246,51 +248,39 @@ def predict_video(pred: Predictor, item: Input, out: Output, every_n: int) -> No
 
 def run(args: argparse.Namespace) -> int:
     if args.every_n_frames < 1:
-        print("dsm predict: --every-n-frames must be >= 1", file=sys.stderr)
-        return 2
+        return fail("--every-n-frames must be >= 1", PROG)
     # the face-detection flags given; the others stay None, so the library's defaults apply
     names = ("pad", "min_face", "min_neighbors", "max_side")
     detection = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.no_detect and detection:
         flags = ", ".join(f"--{k.replace('_', '-')}" for k in detection)
-        print(f"dsm predict: {flags}: face detection options, but --no-detect turns it off", file=sys.stderr)
-        return 2
+        return fail(f"{flags}: face detection options, but --no-detect turns it off", PROG)
     if args.overwrite and args.out is None:
-        print("dsm predict: --overwrite replaces an earlier run's outputs in --out; name that folder", file=sys.stderr)
-        return 2
+        return fail("--overwrite replaces an earlier run's outputs in --out; name that folder", PROG)
     if args.max_side is not None and args.max_side < 48:
-        print("dsm predict: --max-side must be >= 48", file=sys.stderr)
-        return 2
+        return fail("--max-side must be >= 48", PROG)
     if args.pad is not None and not -0.5 < args.pad <= 2:
-        print(
-            f"dsm predict: --pad must be in (-0.5, 2] (a fraction of the face box per side), got {args.pad}",
-            file=sys.stderr,
-        )
-        return 2
+        return fail(f"--pad must be in (-0.5, 2] (a fraction of the face box per side), got {args.pad}", PROG)
     if args.out is not None and args.out.exists() and not args.out.is_dir():
-        print(f"dsm predict: --out {args.out}: exists and is not a folder", file=sys.stderr)
-        return 2
+        return fail(f"--out {args.out}: exists and is not a folder", PROG)
     earlier = earlier_outputs(args.out) if args.out is not None else []
     if earlier and not args.overwrite:  # new predictions.jsonl beside old annotated copies would disagree
         more = f" and {len(earlier) - 1} more" if len(earlier) > 1 else ""
-        print(
-            f"dsm predict: --out {args.out}: holds an earlier run's outputs ({earlier[0]}{more}); "
+        return fail(
+            f"--out {args.out}: holds an earlier run's outputs ({earlier[0]}{more}); "
             "pass --overwrite to replace them, or choose another folder",
-            file=sys.stderr,
+            PROG,
         )
-        return 2
     try:
         pick_device(args.device)
     except RuntimeError as e:
-        print(f"dsm predict: --device {args.device}: {one_line(e)}", file=sys.stderr)
-        return 2
+        return fail(f"--device {args.device}: {one_line(e)}", PROG)
     try:
         pad = {"pad": detection.pop("pad")} if "pad" in detection else {}
         detector = WholeImage() if args.no_detect else FaceDetector(**detection)
         pred = Predictor(args.checkpoint, args.device, detector, **pad)
     except CheckpointError as e:
-        print(f"dsm predict: {e}", file=sys.stderr)
-        return 2
+        return fail(e, PROG)
     items, errors = expand_inputs(args.inputs)
     named = {Path(raw).resolve() for raw in args.inputs if Path(raw).is_file()}
     gone = {path.resolve() for path in earlier} - named  # a file named as an input is never deleted
@@ -300,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
     items = [item for item in items if item.path.resolve() not in gone]  # --out inside an input folder
     out = Output(args.out, args.json)
     for raw, err in errors:
-        print(f"dsm predict: {err}", file=sys.stderr)
+        print(f"{PROG}: error: {err}", file=sys.stderr)
         out.record({"file": raw, "error": err})
     failed = bool(errors)
     try:
@@ -313,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
             except (ImageReadError, OSError, cv2.error) as e:  # one bad input does not stop the others
                 failed = True
                 msg = str(e) if isinstance(e, ImageReadError) else f"{item.path}: {one_line(e)}"
-                print(f"dsm predict: {msg}", file=sys.stderr)
+                print(f"{PROG}: error: {msg}", file=sys.stderr)
                 out.record({"file": str(item.path), "error": msg})
     finally:
         out.close()

@@ -23,6 +23,8 @@ from dsm.data.format import DataError
 from dsm.errors import fail
 from dsm.runs import load_run, trained_on
 
+PROG = "dsm release"
+
 
 def finished_record(run_dir: str | os.PathLike) -> dict[str, Any]:
     """The run record of a finished run with a ``best`` checkpoint; a one-line error names what is wrong."""
@@ -124,6 +126,6 @@ def run(args: argparse.Namespace) -> int:
             "dest": None if args.dry_run else str(release(chosen, args.dest)),
         }
     except (CheckpointError, DataError, ValueError, OSError) as e:
-        return fail(e)
+        return fail(e, PROG)
     print(json.dumps(summary))
     return 0

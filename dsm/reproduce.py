@@ -28,6 +28,8 @@ from dsm.data.build import positive_int
 from dsm.errors import fail, one_line
 from dsm.study import PROFILES, DatasetInfo, Experiment, Profile, dataset_info, get_profile
 
+PROG = "dsm reproduce"
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ("dataset_overview", "results", "ablations", "gate_maps", "efficiency")
 NOTEBOOK_TITLES = {
@@ -388,14 +390,14 @@ def run(args: argparse.Namespace) -> int:
         try:
             dataset_info(d)
         except ValueError as e:
-            return fail(f"--datasets: {e}", "dsm reproduce")
+            return fail(f"--datasets: {e}", PROG)
     if (args.threads or args.compile) and not args.train_only:
-        return fail("--threads and --compile apply to --train-only", "dsm reproduce")
+        return fail("--threads and --compile apply to --train-only", PROG)
     selected = [n.strip() for n in args.notebooks.split(",") if n.strip()] if args.notebooks else [*NOTEBOOKS, USING]
     unknown = set(selected) - {*NOTEBOOKS, USING}
     if unknown:
         choices = ", ".join([*NOTEBOOKS, USING])
-        return fail(f"--notebooks: unknown {sorted(unknown)}; choose from {choices}", "dsm reproduce")
+        return fail(f"--notebooks: unknown {sorted(unknown)}; choose from {choices}", PROG)
     notebooks = [n for n in selected if n in NOTEBOOKS]
     if not notebooks:
         datasets = []  # only the data-set independent page
@@ -436,14 +438,12 @@ def run(args: argparse.Namespace) -> int:
         if args.train_only:
             print(f"dsm reproduce --train-only: {time.perf_counter() - t_start:.0f} s", flush=True)
         if missing:  # the other data sets were done: the exit status says that one was not
-            return fail(
-                f"{', '.join(missing)}: not found (prepare the data set: data_scripts/prepare.py)", "dsm reproduce"
-            )
+            return fail(f"{', '.join(missing)}: not found (prepare the data set: data_scripts/prepare.py)", PROG)
         return 0
 
     book_dir = Path(args.book)
     if not (book_dir / "intro.md").is_file():
-        return fail(f"{book_dir}: not the book's source directory (no intro.md)", "dsm reproduce")
+        return fail(f"{book_dir}: not the book's source directory (no intro.md)", PROG)
     write_figures(book_dir)
     failures: list[str] | None = [] if args.no_train else None  # training runs must not be skipped over
     for dataset in datasets:
@@ -466,7 +466,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             reproduce_using(book_dir, profile, force=bool(args.notebooks))
         except CheckpointError as e:
-            return fail(e, "dsm reproduce")
+            return fail(e, PROG)
     write_toc(book_dir)
     rc = 0 if args.no_build else build_book(book_dir, strict=not args.no_strict)
     book = "not built (--no-build)" if args.no_build else "built" if rc == 0 else "FAILED"

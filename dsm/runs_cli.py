@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 import pandas as pd
+
+from dsm.errors import fail
+
+PROG = "dsm runs"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
         dirs = find_runs(args.run_dirs)
         df = summarize(dirs) if args.action == "summarize" else runs_frame(dirs)
     except ValueError as e:  # a missing path or a broken run.json: the message names it
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return fail(e, PROG)
     if df.empty:
         print("no finished runs")
         return 1
@@ -55,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             write_csv(df, Path(args.csv))
         except OSError as e:
-            print(f"error: --csv {args.csv}: {e.strerror or e}", file=sys.stderr)
-            return 2
+            return fail(f"--csv {args.csv}: {e.strerror or e}", PROG)
     with pd.option_context("display.max_colwidth", 60, "display.width", 200):
         print(df.drop(columns=["runs"], errors="ignore").to_string(index=False, float_format="%.4f"))
     return 0

@@ -11,6 +11,8 @@ import yaml
 from dsm.config import RECIPES, TrainConfig, recipe
 from dsm.errors import fail, one_line
 
+PROG = "dsm train"
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="prepared data set directory (data_scripts/prepare.py)")
@@ -128,11 +130,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(args)
     except ValueError as e:
-        return fail(e)
+        return fail(e, PROG)
     try:
         pick_device(cfg.device)
     except RuntimeError as e:
-        return fail(f"--device {cfg.device}: {e}")
+        return fail(f"--device {cfg.device}: {e}", PROG)
     try:
         if args.profile:
             from dsm.throughput import profile
@@ -144,12 +146,12 @@ def run(args: argparse.Namespace) -> int:
         from dsm.train import train
 
         if not args.resume and (Path(cfg.out) / "last.json").is_file():
-            return fail(f"{cfg.out} already holds a run; pass --resume to continue it or a new --out")
+            return fail(f"{cfg.out} already holds a run; pass --resume to continue it or a new --out", PROG)
         record = train(cfg, resume=args.resume)
     except (DataError, CheckpointError, ValueError, FloatingPointError) as e:  # bad data or run; a diverged run
-        return fail(e)
+        return fail(e, PROG)
     except OSError as e:  # --out not writable, not a folder
-        return fail(f"{e.filename or cfg.out}: {e.strerror or e}")
+        return fail(f"{e.filename or cfg.out}: {e.strerror or e}", PROG)
     if record["status"] != "finished":
         print(json.dumps({"out": cfg.out, "status": record["status"], "epochs_done": len(record["epochs"])}))
         return 0

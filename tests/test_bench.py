@@ -86,7 +86,7 @@ def test_bench_cli_compare_table(capsys):
 def test_bench_cli_rejects_bad_names_and_runs(capsys, argv, message):
     assert main(["bench", *argv]) == 2
     captured = capsys.readouterr()
-    assert captured.err.startswith(f"dsm bench: {message}") and captured.err.count("\n") == 1
+    assert captured.err.startswith(f"dsm bench: error: {message}") and captured.err.count("\n") == 1
     assert captured.out == ""
 
 

@@ -55,7 +55,7 @@ def test_runs_names_the_missing_key(tmp_path, capsys, changes, missing):
     if isinstance(changes, str):
         (run / "run.json").write_text(changes)
     assert main(["runs", "list", str(run)]) == 2
-    assert capsys.readouterr().err == f"error: {run / 'run.json'}: missing {missing}\n"
+    assert capsys.readouterr().err == f"dsm runs: error: {run / 'run.json'}: missing {missing}\n"
 
 
 def test_runs_unwritable_csv_is_one_line(tmp_path, capsys):
@@ -63,7 +63,7 @@ def test_runs_unwritable_csv_is_one_line(tmp_path, capsys):
     csv = tmp_path / "no-such-dir" / "t.csv"
     assert main(["runs", "summarize", str(run), "--csv", str(csv)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: --csv {csv}: ") and err.count("\n") == 1 and "no-such-dir" in err
+    assert err.startswith(f"dsm runs: error: --csv {csv}: ") and err.count("\n") == 1 and "no-such-dir" in err
     assert not (tmp_path / "no-such-dir").exists()
 
 
@@ -81,7 +81,7 @@ def test_train_bad_config_file_is_one_line(tmp_path, capsys, text, problem):
         config.write_text(text)
     assert main(["train", "--config", str(config), "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1
+    assert err.startswith("dsm train: error: ") and err.count("\n") == 1
     assert str(config) in err and problem in err
     assert not (tmp_path / "o").exists()
 
@@ -100,7 +100,7 @@ def test_reproduce_data_dir_needs_name_equals_dir(capsys):
 def test_reproduce_reports_bad_flags_in_one_line(capsys):
     assert main(["reproduce", "--notebooks", "results,nosuchpage", "--no-build"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("dsm reproduce: --notebooks: unknown ['nosuchpage']") and err.count("\n") == 1
+    assert err.startswith("dsm reproduce: error: --notebooks: unknown ['nosuchpage']") and err.count("\n") == 1
     assert main(["reproduce", "--compile"]) == 2
     assert "--threads and --compile apply to --train-only" in capsys.readouterr().err
 
@@ -120,7 +120,7 @@ def test_a_missing_extra_is_named_with_its_install_command(monkeypatch, capsys):
     monkeypatch.delitem(sys.modules, "dsm.export", raising=False)
     monkeypatch.setattr(builtins, "__import__", no_onnx)
     assert main(["export", "--onnx", "x.onnx"]) == 2
-    assert capsys.readouterr().err == "dsm export: needs onnx: pip install -e '.[onnx]' in the dsm checkout\n"
+    assert capsys.readouterr().err == "dsm export: error: needs onnx: pip install -e '.[onnx]' in the dsm checkout\n"
 
 
 def test_the_commit_ignores_what_reproduce_writes(tmp_path, monkeypatch):
@@ -155,9 +155,9 @@ def test_train_refuses_out_of_range_settings_before_writing(tmp_path, capsys):
                                  ("--epochs", "0", "epochs must be a positive integer, got 0"),
                                  ("--lr", "-1", "lr must be a number >= 0, got -1.0")):  # fmt: skip
         assert main(["train", "--data", str(tmp_path), "--out", str(out), flag, value]) == 2
-        assert capsys.readouterr().err == f"error: {message}\n"
+        assert capsys.readouterr().err == f"dsm train: error: {message}\n"
     assert main(["train", "--data", str(tmp_path), "--out", str(out), "--device", "gpu"]) == 2
-    assert capsys.readouterr().err.startswith("error: --device gpu: ")
+    assert capsys.readouterr().err.startswith("dsm train: error: --device gpu: ")
     assert not out.exists()
 
 
@@ -169,7 +169,7 @@ def test_an_unforeseen_error_is_one_line_unless_debugging(tmp_path, capsys, monk
 
     monkeypatch.setattr(dsm.runs_cli, "run", broken)
     assert main(["runs", "summarize", str(tmp_path)]) == 2
-    assert capsys.readouterr().err == f"dsm runs: {tmp_path / 'x.json'}: Permission denied\n"
+    assert capsys.readouterr().err == f"dsm runs: error: {tmp_path / 'x.json'}: Permission denied\n"
     monkeypatch.setenv("DSM_DEBUG", "1")
     with pytest.raises(PermissionError):
         main(["runs", "summarize", str(tmp_path)])
@@ -182,7 +182,7 @@ def test_numeric_flags_are_checked_by_the_parser(capsys):
             main(argv)
         assert exit_.value.code == 2 and "must be" in capsys.readouterr().err
     assert main(["reproduce", "--datasets", "bogus", "--plan"]) == 2
-    assert capsys.readouterr().err.startswith("dsm reproduce: --datasets: unknown data set 'bogus'")
+    assert capsys.readouterr().err.startswith("dsm reproduce: error: --datasets: unknown data set 'bogus'")
 
 
 def test_plan_and_train_only_fail_on_a_data_set_that_is_not_prepared(tmp_path, capsys):
@@ -193,7 +193,7 @@ def test_plan_and_train_only_fail_on_a_data_set_that_is_not_prepared(tmp_path, c
         captured = capsys.readouterr()
         assert f"[fer2013] skipped: {tmp_path}/fer2013/manifest.json not found" in captured.out
         assert captured.err == (
-            f"dsm reproduce: {tmp_path}/fer2013/manifest.json: not found (prepare the data set: "
+            f"dsm reproduce: error: {tmp_path}/fer2013/manifest.json: not found (prepare the data set: "
             "data_scripts/prepare.py)\n"
         )
     assert not any(tmp_path.iterdir())

@@ -189,12 +189,12 @@ def test_cli_error_is_one_line_exit_2(tmp_path, capsys):
     src = as_zip(tmp_path / "a.zip", fer2013_folders())
     assert main(["fer2013", "--source", str(src), "--out", str(tmp_path / "out"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("dsm prepare: error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "out").exists()
 
     assert main(["fer2013", "--source", str(src), "--out", str(tmp_path / "out"), "--allow-mismatch", "--quiet"]) == 0
     captured = capsys.readouterr()
-    assert captured.err.startswith("warning: ") and "differ from the official" in captured.err
+    assert captured.err.startswith("dsm prepare: warning: ") and "differ from the official" in captured.err
     assert "28 images (train 14, val 7, test 7)" in captured.out
 
 
@@ -203,7 +203,7 @@ def test_cli_unwritable_output(tmp_path, capsys):
     blocker.write_text("x")
     assert main(["synthetic", "--n", "14", "--out", str(blocker / "out"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and "a-file" in err
+    assert err.startswith("dsm prepare: error: ") and err.count("\n") == 1 and "a-file" in err
     assert blocker.read_text() == "x"
 
 
@@ -222,7 +222,7 @@ def test_script_subprocess_no_traceback(tmp_path):
            str(tmp_path / "out")]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr == f"error: {src}: entry '../x.jpg' escapes the archive (absolute path or '..')\n"
+    assert proc.stderr == f"dsm prepare: error: {src}: entry '../x.jpg' escapes the archive (absolute path or '..')\n"
 
 
 def _flag_encrypted(path: Path) -> Path:

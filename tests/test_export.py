@@ -120,7 +120,7 @@ def test_export_cli_refuses_an_opset_it_cannot_write(gray_ckpt, tmp_path, capsys
     out = tmp_path / "o.onnx"
     assert main(["export", "--checkpoint", str(gray_ckpt), "--onnx", str(out), "--opset", "99"]) == 2
     lo, hi = opset_range()
-    assert capsys.readouterr().err == f"dsm export: --opset 99: the torchscript exporter writes {lo}..{hi}\n"
+    assert capsys.readouterr().err == f"dsm export: error: --opset 99: the torchscript exporter writes {lo}..{hi}\n"
     assert main(["export", "--checkpoint", str(gray_ckpt), "--onnx", str(tmp_path)]) == 2
     assert "a folder; give the .onnx file's path" in capsys.readouterr().err
     with pytest.warns(UserWarning, match="TorchScript exporter failed"), pytest.raises(ExportError, match="not 99"):

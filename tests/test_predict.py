@@ -326,7 +326,7 @@ def test_cli_folder_names_the_videos_it_skips(ckpt, tmp_path, capsys, photo):
     write_video(folder / "clip.avi", photo, frames=2)
     rc, stdout, stderr = run_cli(capsys, folder, "--checkpoint", ckpt)
     assert rc == 0 and "a.jpg: " in stdout and "1 video(s) skipped" in stderr and "clip.avi" in stderr
-    assert stderr.startswith("dsm predict: ")
+    assert stderr.startswith("dsm predict: warning: ")
     (folder / "a.jpg").unlink()  # videos only: one error that says why nothing ran
     rc, _, stderr = run_cli(capsys, folder, "--checkpoint", ckpt)
     assert rc == 1 and len(stderr.splitlines()) == 1 and "no images" in stderr and "1 video(s) skipped" in stderr

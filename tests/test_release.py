@@ -87,7 +87,7 @@ def test_cli_dry_run_names_the_choice_and_writes_nothing(tmp_path, capsys):
     running = fake_run(tmp_path / "c", 0.9, 0.9, status="running")
     assert main(["release", str(running), "--dest", str(tmp_path / "rel")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "run not finished" in err and err.count("\n") == 1
+    assert err.startswith("dsm release: error: ") and "run not finished" in err and err.count("\n") == 1
     assert not list(tmp_path.glob("rel*"))
 
 
@@ -99,9 +99,9 @@ def test_broken_run_records_are_named(tmp_path, capsys, text, problem):
     run = fake_run(tmp_path / "run", val=0.6, test=0.5)
     (run / "run.json").write_text(text)
     assert main(["release", str(run), "--dest", str(tmp_path / "rel")]) == 2
-    assert re.match(f"error: .*run/run.json: .*{problem}", capsys.readouterr().err)
+    assert re.match(f"dsm release: error: .*run/run.json: .*{problem}", capsys.readouterr().err)
     assert main(["runs", "summarize", str(run)]) == 2
-    assert re.fullmatch(f"error: .*run/run.json: .*{problem}.*\n", capsys.readouterr().err)
+    assert re.fullmatch(f"dsm runs: error: .*run/run.json: .*{problem}.*\n", capsys.readouterr().err)
     assert not list(tmp_path.glob("rel*"))
 
 

@@ -362,7 +362,7 @@ def test_cli_train_evaluate_summarize(toy, tmp_path, capsys):
     saved = load_run(out)["config"]
     assert saved["epochs"] == 1 and saved["recipe"] == "smoke" and saved["early_stop_patience"] is None
     assert main(argv) == 2
-    assert "already holds a run" in _one_line_error(capsys)
+    assert "already holds a run" in _one_line_error(capsys, "train")
     assert main(["evaluate", "--checkpoint", str(out / "best"), "--data", str(toy)]) == 0
     m = json.loads(capsys.readouterr().out)
     assert m["accuracy"] == pytest.approx(summary["test_accuracy"])
@@ -370,17 +370,17 @@ def test_cli_train_evaluate_summarize(toy, tmp_path, capsys):
     assert "dsm_net" in capsys.readouterr().out
 
 
-def _one_line_error(capsys) -> str:
+def _one_line_error(capsys, command: str) -> str:
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert err.startswith(f"dsm {command}: error: ") and err.count("\n") == 1, err
     return err
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
-    assert re.search(r"missing \(is .* a prepared data set", _one_line_error(capsys))
+    assert re.search(r"missing \(is .* a prepared data set", _one_line_error(capsys, "train"))
     assert main(["evaluate", "--checkpoint", str(tmp_path / "none"), "--data", str(tmp_path)]) == 2
-    assert "checkpoint file missing" in _one_line_error(capsys)
+    assert "checkpoint file missing" in _one_line_error(capsys, "evaluate")
 
 
 def test_profile_reports_throughput(toy, tmp_path):

@@ -120,7 +120,7 @@ def test_without_the_released_checkpoint(tmp_path, monkeypatch, capsys):
     args = parser.parse_args(["--book", str(book), "--profile", "smoke", "--notebooks", reproduce.USING])
     capsys.readouterr()
     assert reproduce.run(args) == 2
-    assert capsys.readouterr().err.startswith("dsm reproduce: using_the_model: no checkpoint")
+    assert capsys.readouterr().err.startswith("dsm reproduce: error: using_the_model: no checkpoint")
     assert not (book / "results" / f"{reproduce.USING}.ipynb").exists()
 
 

@@ -2,7 +2,7 @@
 
     prepare.py DATASET --source PATH --out DIR [--overwrite] [--allow-mismatch] [options]
 
-Bad input ends with one line, ``error: <file>: <problem>``, exit status 2, and no
+Bad input ends with one line, ``dsm prepare: error: <file>: <problem>``, exit status 2, and no
 output directory.
 """
 
@@ -18,7 +18,9 @@ from pathlib import Path
 from types import ModuleType
 
 from dsm.data.format import SPLITS, DataError, load_prepared
-from dsm.errors import fail
+from dsm.errors import fail, warn
+
+PROG = "dsm prepare"
 
 DATASETS = {
     "synthetic": "dsm.data.synthetic",
@@ -69,7 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _show_warning(message: Warning | str, *_: object, **__: object) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    warn(message, PROG)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -84,10 +86,9 @@ def run(args: argparse.Namespace) -> int:
                 allow_mismatch=args.allow_mismatch, progress=not args.quiet, **opts,
             )  # fmt: skip
         except DataError as e:
-            return fail(e)
+            return fail(e, PROG)
         except OSError as e:  # writing the output: permissions, a full disk
-            print(f"error: {e.filename or args.out}: {e.strerror or e}", file=sys.stderr)
-            return 2
+            return fail(f"{e.filename or args.out}: {e.strerror or e}", PROG)
     data = load_prepared(out)
     m = data.manifest
     counts = ", ".join(f"{s} {m['splits'][s]}" for s in SPLITS)
