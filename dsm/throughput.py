@@ -1,7 +1,7 @@
 """Where training time goes: images/s of the whole step vs the model's fwd+bwd+update alone.
 
 The ratio says whether the input path (indexing the uint8 array, conversion, batched
-augmentation) keeps up with the model; ``dsm train --profile`` prints it.
+augmentation) keeps up with the model; ``dsm train --throughput`` prints it.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def profile(cfg: TrainConfig, steps: int = 20, warmup: int = 3) -> dict:
     model_ips = timed(model_step)
     full_ips = timed(full_step)
     return {
-        "command": "dsm train --profile",
+        "command": "dsm train --throughput",
         "git_commit": git_commit(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "dataset": trainer.data.manifest.get("dataset"),

@@ -15,7 +15,9 @@ PROG = "dsm train"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", help="prepared data set directory (data_scripts/prepare.py)")
+    p.add_argument(
+        "--data", help="prepared data set directory (data_scripts/prepare.py); required unless --config has it"
+    )
     p.add_argument("--recipe", default=None, choices=list(RECIPES), help="named recipe (default: the authors')")
     p.add_argument("--config", default=None, help="YAML file of TrainConfig fields")
     p.add_argument("--model", default=None, help="dsm_net or timm:<arch>")
@@ -48,8 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="train, but leave the final evaluation (validation and test) to the next --resume",
     )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any TrainConfig field (YAML value)")
-    p.add_argument("--profile", action="store_true", help="measure images/s (full step vs fwd+bwd) and exit")
-    p.add_argument("--profile-steps", type=int, default=20)
+    p.add_argument("--throughput", action="store_true", help="measure images/s (full step vs fwd+bwd) and exit")
+    p.add_argument("--throughput-steps", type=int, default=20, metavar="N", help="timed steps (default 20)")
+    # the old names, which read like ``dsm reproduce --profile`` (a study's size); kept so recorded commands still run
+    p.add_argument("--profile", action="store_true", dest="throughput", help=argparse.SUPPRESS)
+    p.add_argument("--profile-steps", type=int, dest="throughput_steps", help=argparse.SUPPRESS)
 
 
 _FLAGS = (
@@ -136,10 +141,10 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as e:
         return fail(f"--device {cfg.device}: {e}", PROG)
     try:
-        if args.profile:
+        if args.throughput:
             from dsm.throughput import profile
 
-            print(json.dumps(profile(cfg, steps=args.profile_steps), indent=1))
+            print(json.dumps(profile(cfg, steps=args.throughput_steps), indent=1))
             return 0
         from pathlib import Path
 

@@ -205,3 +205,19 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out == f"dsm {dsm.__version__}\n"
+
+
+def test_train_throughput_flag_and_its_old_name():
+    """``--throughput`` measures images/s; ``--profile``, its old name, still parses so recorded commands run."""
+    import argparse
+
+    from dsm import train_cli
+
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    new = parser.parse_args(["--throughput", "--throughput-steps", "3"])
+    old = parser.parse_args(["--profile", "--profile-steps", "3"])
+    assert (new.throughput, new.throughput_steps) == (old.throughput, old.throughput_steps) == (True, 3)
+    plain = parser.parse_args([])
+    assert (plain.throughput, plain.throughput_steps) == (False, 20)
+    assert "--profile" not in parser.format_help() and "--throughput" in parser.format_help()
