@@ -21,6 +21,8 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
+from dsm.data.images import crop_box
+
 Box = tuple[int, int, int, int]
 """x, y, width, height in pixels of the original image."""
 
@@ -313,21 +315,19 @@ class WholeImage:
         return [(0, 0, w, h)]
 
 
-def pad_box(box: Box, pad: float, width: int, height: int) -> Box:
-    """Grow a box by ``pad`` x its size on every side, clipped to the image; whole pixels.
+def face_crop(image: np.ndarray, box: Box, pad: float) -> np.ndarray:
+    """The square crop around a face box that the model expects: side ``max(w, h)`` grown by ``pad`` x that
+    on every side, edge pixels repeated where it leaves the image.
 
-    Haar boxes run from brows to chin; expression data sets crop a little wider. Boxes from other
-    detectors may be floats or reach past the image; one with nothing left inside is a ValueError.
+    Haar boxes run from brows to chin; expression data sets crop a little wider. The crop stays square and
+    is padded like the data preparers' crops (``dsm.data.images.crop_box``), so a face at the frame's edge
+    or a non-square box from another detector is not stretched when it is resized to the model's input.
+    Boxes may be floats; one that is empty or has nothing inside the image is a ValueError.
     """
     x, y, w, h = (round(float(v)) for v in box)
-    dx, dy = round(w * pad), round(h * pad)
-    x0, y0 = max(0, x - dx), max(0, y - dy)
-    x1, y1 = min(width, x + w + dx), min(height, y + h + dy)
-    if w <= 0 or h <= 0 or x1 <= x0 or y1 <= y0:
+    height, width = image.shape[:2]
+    if w <= 0 or h <= 0 or x >= width or y >= height or x + w <= 0 or y + h <= 0:
         raise ValueError(f"face box {tuple(box)} is empty or outside the {width}x{height} image")
-    return x0, y0, x1 - x0, y1 - y0
-
-
-def crop(image: np.ndarray, box: Box) -> np.ndarray:
-    x, y, w, h = box
-    return image[y : y + h, x : x + w]
+    side = max(w, h) + 2 * round(max(w, h) * pad)
+    x0, y0 = x + (w - side) // 2, y + (h - side) // 2
+    return crop_box(image, (x0, y0, x0 + side, y0 + side))

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from dsm.checkpoint import RELEASED, CheckpointError, checkpoint_paths, load_model
-from dsm.face import Box, FaceDetector, WholeImage, crop, pad_box
+from dsm.face import Box, FaceDetector, WholeImage, face_crop
 from dsm.preprocess import to_model_input
 from dsm.reparam import reparameterize
 
@@ -93,7 +93,8 @@ class Predictor:
     """Face detector + a checkpoint's fused classifier.
 
     ``pad`` grows each detected box by that fraction per side before cropping, since
-    Haar boxes are tighter than the face crops of expression data sets.
+    Haar boxes are tighter than the face crops of expression data sets. With ``WholeImage`` as the
+    detector the image already is the crop and is classified as it is (no padding).
     """
 
     def __init__(
@@ -135,20 +136,24 @@ class Predictor:
 
     def predict_boxes(self, image: np.ndarray, boxes: Sequence[Box]) -> list[FaceResult]:
         """Classify given face boxes (x, y, w, h in pixels, floats allowed) of an image, for a detector of
-        your own; ValueError for a box with nothing inside the image."""
-        h, w = image.shape[:2]
-        probs = self.classify([crop(image, pad_box(b, self.pad, w, h)) for b in boxes])
-        results = []
-        for box, p in zip(boxes, probs, strict=True):
-            dist = {c: float(v) for c, v in zip(self.classes, p, strict=True)}
-            results.append(FaceResult(tuple(round(float(v)) for v in box), self.classes[int(p.argmax())], dist))
-        return results
+        your own: each is cropped square and padded as ``face_crop`` does; ValueError for a box with nothing
+        inside the image."""
+        return self._results(boxes, self.classify([face_crop(image, b, self.pad) for b in boxes]))
 
     def predict(self, image: np.ndarray | str | Path) -> list[FaceResult]:
         """Every face of an image (array or file path), the most certain detection first."""
         if not isinstance(image, np.ndarray):
             image = read_image(image)
+        if isinstance(self.detector, WholeImage):  # already a face crop, as the data sets' are: used as it is
+            return self._results(self.detect(image), self.classify([image]))
         return self.predict_boxes(image, self.detect(image))
+
+    def _results(self, boxes: Sequence[Box], probs: np.ndarray) -> list[FaceResult]:
+        results = []
+        for box, p in zip(boxes, probs, strict=True):
+            dist = {c: float(v) for c, v in zip(self.classes, p, strict=True)}
+            results.append(FaceResult(tuple(round(float(v)) for v in box), self.classes[int(p.argmax())], dist))
+        return results
 
     def annotate(self, image: np.ndarray, results: Sequence[FaceResult]) -> np.ndarray:
         return annotate(image, results, self.classes)

@@ -13,7 +13,8 @@ import dsm
 import dsm.predict
 from dsm.checkpoint import CheckpointError
 from dsm.cli import main
-from dsm.face import FaceDetector, HaarCascade, group_rectangles, pad_box
+from dsm.data.images import crop_box
+from dsm.face import FaceDetector, HaarCascade, face_crop, group_rectangles
 from dsm.predict import FaceResult, Predictor, read_image
 
 PHOTO = Path(__file__).parent / "assets" / "astronaut.jpg"  # NASA portrait, public domain (see assets/README.md)
@@ -82,10 +83,20 @@ def test_group_rectangles_merges_neighbours_and_drops_lonely_boxes():
     assert group_rectangles([*cluster, (300, 10, 30, 30)], min_neighbors=2) == [(100, 100, 50, 50)]
 
 
-def test_pad_box_stays_inside_the_image():
-    assert pad_box((10, 10, 100, 100), 0.2, 115, 200) == (0, 0, 115, 130)
-    assert pad_box((9.6, 10.2, 99.7, 100.4), 0.2, 115, 200) == (0, 0, 115, 130)  # another detector's floats
-    assert pad_box((-50, -50, 60, 60), 0, 115, 200) == (0, 0, 10, 10)  # the part inside
+def test_face_crop_is_square_and_edge_padded_like_the_training_crops():
+    image = np.arange(200 * 115, dtype=np.uint8).reshape(200, 115)  # every pixel tells where it came from
+    inside = face_crop(image, (30, 40, 50, 50), 0.2)  # 10 px more per side, all inside
+    assert np.array_equal(inside, image[30:100, 20:90])
+    assert np.array_equal(face_crop(image, (29.6, 40.2, 49.7, 50.4), 0.2), inside)  # another detector's floats
+    edge = face_crop(image, (80, 10, 30, 30), 0.5)  # 15 px more per side: past the right edge and the top
+    assert edge.shape == (60, 60)  # not clipped to 50x40 and then stretched
+    assert np.array_equal(edge, crop_box(image, (65, -5, 125, 55)))  # the preparers' edge padding
+    assert np.array_equal(edge[5:, :50], image[0:55, 65:115]) and (edge[:, 50:] == edge[:, 49:50]).all()
+    tall = face_crop(image, (20, 20, 40, 80), 0.0)  # a non-square box: its centred square, not a stretch
+    assert tall.shape == (80, 80) and np.array_equal(tall[:, 20:60], image[20:100, 20:60])
+    for box in [(200, 10, 20, 20), (-50, -50, 40, 40), (10, 10, 0, 20)]:
+        with pytest.raises(ValueError, match="empty or outside the 115x200 image"):
+            face_crop(image, box, 0.1)
 
 
 @pytest.mark.parametrize("box", [(-50, -50, 20, 20), (400, 400, 10, 10), (0, 0, 0, 0), (10, 10, -5, 20)])
