@@ -129,12 +129,16 @@ class TrainConfig:
         return cls(**d)
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> TrainConfig:
+    def from_yaml(cls, path: str | Path, recipe_name: str | None = None) -> TrainConfig:
+        """The recipe the file names (``recipe_name`` overrides it; neither: the authors'), then only the
+        fields the file sets."""
         d = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(d, dict):
             raise ValueError(f"{path}: expected a mapping of config keys")
+        name = recipe_name or d.get("recipe", "default")
+        d.pop("recipe", None)
         try:
-            return recipe(d.pop("recipe", "default"), **d)
+            return recipe(name, **d)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from e
 

@@ -79,9 +79,9 @@ _FLAGS = (
 )
 
 
-def _load_yaml(path: str) -> TrainConfig:
+def _load_yaml(path: str, recipe_name: str | None) -> TrainConfig:
     try:
-        return TrainConfig.from_yaml(path)
+        return TrainConfig.from_yaml(path, recipe_name)
     except OSError as e:
         raise ValueError(f"--config {path}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
@@ -90,9 +90,8 @@ def _load_yaml(path: str) -> TrainConfig:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The run's config; ValueError naming the flag or file for bad input."""
-    cfg = _load_yaml(args.config) if args.config else recipe(args.recipe or "default")
-    if args.recipe and args.config:
-        cfg = recipe(args.recipe, **{k: v for k, v in cfg.to_dict().items() if k != "recipe"})
+    # recipe, then the YAML file's fields, then flags: --recipe names the recipe the file's fields change
+    cfg = _load_yaml(args.config, args.recipe) if args.config else recipe(args.recipe or "default")
     changes = {k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None}
     for item in args.set:
         key, sep, value = item.partition("=")

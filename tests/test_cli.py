@@ -221,3 +221,24 @@ def test_train_throughput_flag_and_its_old_name():
     plain = parser.parse_args([])
     assert (plain.throughput, plain.throughput_steps) == (False, 20)
     assert "--profile" not in parser.format_help() and "--throughput" in parser.format_help()
+
+
+def test_train_config_file_changes_the_named_recipe_only_where_it_says(tmp_path):
+    """recipe, then the YAML file's fields, then flags: ``--recipe cpu --config f.yaml`` keeps every cpu value
+    the file does not set (it used to fall back to the authors' recipe for all of them)."""
+    import argparse
+
+    from dsm import train_cli
+    from dsm.config import recipe
+
+    config = tmp_path / "c.yaml"
+    config.write_text("data: data/x\nepochs: 5\n")
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    cfg = train_cli.config_from_args(parser.parse_args(["--recipe", "cpu", "--config", str(config), "--lr", "0.01"]))
+    assert cfg == recipe("cpu", data="data/x", epochs=5, lr=0.01, out=cfg.out)
+    config.write_text("recipe: cpu\nepochs: 5\n")  # the file names the recipe; --recipe overrides it
+    named = train_cli.config_from_args(parser.parse_args(["--config", str(config), "--data", "d"]))
+    assert named == recipe("cpu", data="d", epochs=5, out=named.out)
+    other = train_cli.config_from_args(parser.parse_args(["--recipe", "smoke", "--config", str(config), "--data", "d"]))
+    assert other == recipe("smoke", data="d", epochs=5, out=other.out)
