@@ -387,8 +387,8 @@ class Trainer:
             if cfg.time_limit is not None and self._out_of_time(t_epoch):
                 break
         done = self.state["epoch"] >= cfg.epochs or self.state["stopped_early"]
-        if done and cfg.defer_test and finished is not None:
-            return finished  # nothing was left to train, and its test was evaluated before
+        if done and finished is not None:
+            return finished  # nothing was left to train, and its test split was evaluated once, before
         if not done or cfg.defer_test:
             if self.rank == 0:
                 why = "its final evaluation is deferred" if done else f"time limit of {cfg.time_limit:g} s"

@@ -18,7 +18,7 @@ from dsm.config import TrainConfig, recipe
 from dsm.data.format import PreparedWriter, load_prepared
 from dsm.evaluate import evaluate, predict_proba
 from dsm.runs import load_run, run_or_load, summarize
-from dsm.train import lr_at, train
+from dsm.train import Trainer, lr_at, train
 
 CLASSES = ["neutral", "happiness", "sadness", "surprise"]
 
@@ -220,9 +220,21 @@ def test_resume_refuses_a_different_config(toy, tmp_path):
 
 
 def test_resume_accepts_other_execution_settings(toy, tmp_path):
-    train(_cfg(toy, tmp_path / "r", epochs=2, threads=2), show_progress=False)
+    train(_cfg(toy, tmp_path / "r", epochs=2, threads=2, defer_test=True), show_progress=False)  # test left over
     again = train(_cfg(toy, tmp_path / "r", epochs=2, threads=1, eval_batch_size=64), show_progress=False)
-    assert len(again["epochs"]) == 2 and again["config"]["threads"] == 1
+    assert len(again["epochs"]) == 2 and again["config"]["threads"] == 1 and again["status"] == "finished"
+
+
+def test_resuming_a_finished_run_does_not_evaluate_the_test_split_again(toy, tmp_path, monkeypatch):
+    cfg = _cfg(toy, tmp_path / "r", epochs=1)
+    train(cfg, show_progress=False)
+    before = (tmp_path / "r" / "run.json").read_bytes()
+    monkeypatch.setattr(Trainer, "finish", lambda self: pytest.fail("evaluated the finished run again"))
+    again = train(cfg.replace(threads=1), resume=True, show_progress=False)
+    assert (
+        again["test_metrics"] == json.loads(before)["test_metrics"]
+        and (tmp_path / "r" / "run.json").read_bytes() == before
+    )
 
 
 def test_run_or_load_reuses_finished_runs(toy, tmp_path):
