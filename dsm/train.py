@@ -241,6 +241,9 @@ class Trainer:
         self.optimizer.load_state_dict(opt)
         torch.set_rng_state(tensors["rng.torch"])
         self.state = info["state"]
+        # the step counter in this run's steps: a resume on another number of processes has other steps per
+        # epoch, and the learning-rate schedule and the EMA warm-up read the step (same count on the same world)
+        self.state["step"] = self.state["epoch"] * self.steps_per_epoch
         self.record = RunRecord.from_dict({**info["record"], "config": self.cfg.to_dict()})
         self.record.resumed(self.state["epoch"], self.device)
         if self.state["best_epoch"] == self.state["epoch"] and self.rank == 0 and not self._best_is_current():

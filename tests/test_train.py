@@ -126,6 +126,19 @@ def test_resume_after_kill_matches_uninterrupted_run(toy, tmp_path):
     assert full["resumes"] == []
 
 
+def test_resume_on_another_number_of_processes_keeps_the_schedule(toy, tmp_path):
+    """``last`` counts steps of the world it trained on; resumed on another, the schedule goes on from the
+    epoch reached, not from a step count in the other world's units (which could run past the schedule's end)."""
+    cfg = _cfg(toy, tmp_path / "r", time_limit=1e-9)  # stop after epoch 1 of 3
+    train(cfg, show_progress=False)
+    info = json.loads((tmp_path / "r" / "last.json").read_text())
+    steps = info["state"]["step"]
+    info["state"]["step"] = 2 * steps  # a count in other units, as a run on another number of processes leaves
+    (tmp_path / "r" / "last.json").write_text(json.dumps(info))
+    t = Trainer(cfg.replace(time_limit=None), resume=True, show_progress=False)
+    assert t.load_last() and t.state["step"] == steps == t.steps_per_epoch
+
+
 def test_a_diverged_run_stops_before_writing_a_checkpoint(toy, tmp_path, monkeypatch):
     monkeypatch.setattr("dsm.train.CHECK_EVERY", 2)  # the running loss is read every 2 steps, and after the last
     cfg = _cfg(toy, tmp_path / "nan", lr=1e30, epochs=2)
