@@ -264,6 +264,7 @@ def training_changes(config: dict[str, Any]) -> dict[str, Any]:
 _ROW_KEYS = (
     *(f"config.{k}" for k in _NAMED_FIELDS),
     "data.dataset",
+    "data.classes",
     "data.manifest_hash",
     "val_metrics.accuracy",
     "test_metrics",
@@ -288,6 +289,7 @@ def runs_frame(run_dirs: list[str | Path]) -> pd.DataFrame:
         rows.append(
             {
                 "dataset": run["data"]["dataset"],
+                "classes": ",".join(run["data"]["classes"]),  # one name, several preparations: CK+ with contempt
                 "model": cfg["model"],
                 "modulator": cfg["modulator"] or "none",
                 "options": json.dumps({**cfg["modulator_opts"], **cfg["model_opts"]}, sort_keys=True),
@@ -311,12 +313,13 @@ def runs_frame(run_dirs: list[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-GROUP_BY = ["dataset", "model", "modulator", "options", "recipe", "training", "protocol", "split"]
+GROUP_BY = ["dataset", "classes", "model", "modulator", "options", "recipe", "training", "protocol", "split"]
 
 
 def summarize(run_dirs: list[str | Path]) -> pd.DataFrame:
     """Mean and std of accuracy, balanced accuracy and macro-F1 per group of runs that differ only in
-    seed, fold or run index (``training`` holds the settings that differ from the recipe, so a longer
+    seed, fold or run index (``classes`` keeps apart preparations of one data set with other classes, such
+    as AffectNet's 7 and 8; ``training`` holds the settings that differ from the recipe, so a longer
     schedule is its own row); ``runs`` lists the run directories behind each row."""
     df = runs_frame(run_dirs)
     if df.empty:

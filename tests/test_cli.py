@@ -17,7 +17,7 @@ def finished_run(run_dir: Path, drop: tuple[str, ...] = (), **changes: object) -
     run_dir.mkdir(parents=True)
     record = RunRecord(
         config=TrainConfig().to_dict(),
-        data={"dataset": "toy", "manifest_hash": "abc"},
+        data={"dataset": "toy", "manifest_hash": "abc", "classes": ["calm", "glad"]},
         git_commit=None,
         versions={},
         device="cpu",
@@ -36,6 +36,17 @@ def test_runs_summarizes_a_complete_record(tmp_path, capsys):
     assert main(["runs", "summarize", str(run), "--csv", str(tmp_path / "t.csv")]) == 0
     assert "toy" in capsys.readouterr().out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "t.csv"]  # no temporary file left behind
+
+
+def test_runs_summary_keeps_preparations_with_other_classes_apart(tmp_path):
+    """One data set name, two preparations (AffectNet with 7 or 8 classes): never one mean over both."""
+    from dsm.runs import summarize
+
+    seven = [finished_run(tmp_path / f"a{i}") for i in range(2)]
+    data = {"dataset": "toy", "manifest_hash": "d", "classes": ["calm", "glad", "x"]}
+    eight = finished_run(tmp_path / "b", data=data)
+    df = summarize([*seven, eight])
+    assert sorted(df["n_runs"]) == [1, 2] and set(df["classes"]) == {"calm,glad", "calm,glad,x"}
 
 
 @pytest.mark.parametrize(
