@@ -10,6 +10,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 from fixtures_data import (
     affectnet_official,
@@ -347,6 +348,25 @@ def test_ckplus_official_counts():
 def test_a_damaged_prepared_data_set_names_its_file(tmp_path, name, content, problem):
     out = prepare_dataset("synthetic", None, tmp_path / "syn", n=140, progress=False)
     (out / name).write_bytes(content)
+    with pytest.raises(DataError, match=problem):
+        load_prepared(out)
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "problem"),
+    [
+        ("labels.npy", lambda a: a.astype(np.float64) + 0.2, r"labels\.npy: expected one integer class index per"),
+        ("labels.npy", lambda a: a[:, None], r"labels\.npy: expected one integer .* of shape \(140, 1\)"),
+        ("meta.csv", lambda df: df.assign(fold="a"), r"meta\.csv: column 'fold' must hold whole numbers"),
+    ],
+)
+def test_prepared_labels_and_folds_of_the_wrong_kind_are_named(tmp_path, name, damage, problem):
+    """Float labels would be cast to classes silently and a text fold fails deep in a protocol: both named."""
+    out = prepare_dataset("synthetic", None, tmp_path / "syn", n=140, progress=False)
+    if name == "labels.npy":
+        np.save(out / name, damage(np.load(out / name)))
+    else:
+        damage(pd.read_csv(out / name, keep_default_na=False)).to_csv(out / name, index=False)
     with pytest.raises(DataError, match=problem):
         load_prepared(out)
 

@@ -135,6 +135,11 @@ def load_prepared(root: str | Path) -> Prepared:
     labels = _load_array(root / "labels.npy")
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels):
         raise DataError(f"{root / 'images.npy'}: expected uint8 N x H x W[x3] matching {len(labels)} labels")
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):  # 1.2 must not become class 1 silently
+        raise DataError(
+            f"{root / 'labels.npy'}: expected one integer class index per image, got {labels.dtype} "
+            f"of shape {labels.shape}"
+        )
     if len(labels) and not 0 <= labels.min() <= labels.max() < len(manifest["classes"]):
         raise DataError(f"{root / 'labels.npy'}: label outside 0..{len(manifest['classes']) - 1}")
     prepared = Prepared(root, images, labels, manifest)
@@ -146,6 +151,8 @@ def load_prepared(root: str | Path) -> Prepared:
         raise DataError(f"{root / 'meta.csv'}: missing columns {missing}")
     if len(meta) != len(labels):
         raise DataError(f"{root / 'meta.csv'}: {len(meta)} rows for {len(labels)} images")
+    if not pd.api.types.is_integer_dtype(meta["fold"]):  # -1 where a data set has no folds
+        raise DataError(f"{root / 'meta.csv'}: column 'fold' must hold whole numbers (-1 for none)")
     return prepared
 
 
