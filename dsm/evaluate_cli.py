@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--run-index", type=positive_int, default=None, help="paper-random: this run instead of the checkpoint's"
     )
     p.add_argument("--tta", default=None, choices=["flip", "tencrop"], help="test-time augmentation (off by default)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (cuda if there is one)")
     p.add_argument("--batch-size", type=positive_int, default=256)
 
 
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from dsm.train import pick_device
 
     try:
-        pick_device(args.device)
+        device = str(pick_device(args.device))  # "auto" -> cuda or cpu
     except RuntimeError as e:
         return fail(f"--device {args.device}: {e}", PROG)
     with warnings.catch_warnings(record=True) as caught:
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
                 args.data,
                 args.split,
                 args.tta,
-                args.device,
+                device,
                 args.batch_size,
                 args.protocol,
                 args.fold,

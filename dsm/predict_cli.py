@@ -5,7 +5,8 @@ annotated copy of each input, ``predictions.jsonl`` and ``annotated.txt`` (the c
 which is what ``--overwrite`` removes in a later run). JSON lines come in three shapes:
 a face ``{file, frame, face, box, label, score, probabilities}``, a frame without faces
 ``{file, frame, faces: 0}``, and an input that could not be read ``{file, error}``.
-An unreadable input is reported on stderr and skipped; the exit code is then 1.
+An unreadable input is reported on stderr and skipped; the exit code is then 1. With no input left to
+classify the command fails (exit 2) before it writes or deletes anything.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the inputs are face crops (like the data sets' images): classify each whole image or frame",
     )
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (cuda if there is one)")
     p.add_argument("--every-n-frames", type=int, default=1, metavar="N", help="videos: classify every N-th frame")
     # the face-detection flags default to None (= the library's default, named in the help) so that
     # --no-detect can refuse them instead of ignoring them
@@ -271,23 +272,25 @@ def run(args: argparse.Namespace) -> int:
             "pass --overwrite to replace them, or choose another folder",
             PROG,
         )
+    items, errors = expand_inputs(args.inputs)
+    named = {Path(raw).resolve() for raw in args.inputs if Path(raw).is_file()}
+    gone = {path.resolve() for path in earlier} - named  # a file named as an input is never deleted
+    items = [item for item in items if item.path.resolve() not in gone]  # --out inside an input folder
+    if not items:  # nothing to classify: say why, and leave --out (and an earlier run's outputs) as they are
+        return fail("; ".join(err for _, err in errors) or "only an earlier run's outputs to classify", PROG)
     try:
-        pick_device(args.device)
+        device = str(pick_device(args.device))  # "auto" -> cuda or cpu
     except RuntimeError as e:
         return fail(f"--device {args.device}: {one_line(e)}", PROG)
     try:
         pad = {"pad": detection.pop("pad")} if "pad" in detection else {}
         detector = WholeImage() if args.no_detect else FaceDetector(**detection)
-        pred = Predictor(args.checkpoint, args.device, detector, **pad)
+        pred = Predictor(args.checkpoint, device, detector, **pad)
     except CheckpointError as e:
         return fail(e, PROG)
-    items, errors = expand_inputs(args.inputs)
-    named = {Path(raw).resolve() for raw in args.inputs if Path(raw).is_file()}
-    gone = {path.resolve() for path in earlier} - named  # a file named as an input is never deleted
     for path in earlier:  # only what an earlier dsm predict wrote, and only now that the model loaded
         if path.resolve() in gone:
             path.unlink()
-    items = [item for item in items if item.path.resolve() not in gone]  # --out inside an input folder
     out = Output(args.out, args.json)
     for raw, err in errors:
         print(f"{PROG}: error: {err}", file=sys.stderr)

@@ -203,7 +203,12 @@ def test_cli_folder_is_searched_recursively(ckpt, tmp_path, capsys):
 
 def test_cli_missing_inputs_and_checkpoint(ckpt, tmp_path, capsys, monkeypatch):
     rc, _, stderr = run_cli(capsys, tmp_path / "nope.jpg", "--checkpoint", ckpt)
-    assert rc == 1 and "nope.jpg: no such file" in stderr
+    assert rc == 2 and stderr == f"dsm predict: error: {tmp_path / 'nope.jpg'}: no such file or folder\n"
+    out = tmp_path / "out"  # an earlier run's outputs survive a later run with nothing to classify
+    assert run_cli(capsys, PHOTO, "--checkpoint", ckpt, "--out", out, "--device", "auto")[0] == 0
+    before = sorted(out.rglob("*"))
+    rc, _, stderr = run_cli(capsys, tmp_path / "typo.jpg", "--checkpoint", ckpt, "--out", out, "--overwrite")
+    assert rc == 2 and "typo.jpg: no such file" in stderr and sorted(out.rglob("*")) == before
     monkeypatch.setattr(dsm.predict, "RELEASED", tmp_path / "missing")
     rc, stdout, stderr = run_cli(capsys, PHOTO)
     assert rc == 2 and stdout == ""
@@ -340,4 +345,4 @@ def test_cli_folder_names_the_videos_it_skips(ckpt, tmp_path, capsys, photo):
     assert stderr.startswith("dsm predict: warning: ")
     (folder / "a.jpg").unlink()  # videos only: one error that says why nothing ran
     rc, _, stderr = run_cli(capsys, folder, "--checkpoint", ckpt)
-    assert rc == 1 and len(stderr.splitlines()) == 1 and "no images" in stderr and "1 video(s) skipped" in stderr
+    assert rc == 2 and len(stderr.splitlines()) == 1 and "no images" in stderr and "1 video(s) skipped" in stderr

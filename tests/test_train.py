@@ -388,7 +388,7 @@ def test_cli_train_evaluate_summarize(toy, tmp_path, capsys):
     assert saved["epochs"] == 1 and saved["recipe"] == "smoke" and saved["early_stop_patience"] is None
     assert main(argv) == 2
     assert "already holds a run" in _one_line_error(capsys, "train")
-    assert main(["evaluate", "--checkpoint", str(out / "best"), "--data", str(toy)]) == 0
+    assert main(["evaluate", "--checkpoint", str(out / "best"), "--data", str(toy), "--device", "auto"]) == 0
     m = json.loads(capsys.readouterr().out)
     assert m["accuracy"] == pytest.approx(summary["test_accuracy"])
     assert main(["runs", "summarize", str(tmp_path)]) == 0
