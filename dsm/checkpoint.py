@@ -74,7 +74,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
             raise CheckpointError(f"{p}: not readable (permission denied)")
     try:
         info = json.loads(js_path.read_text())
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # JSONDecodeError, or UnicodeDecodeError for a file that is not text
         raise CheckpointError(f"{js_path}: not valid JSON ({e})") from e
     except OSError as e:
         raise CheckpointError(f"{js_path}: cannot read ({e.strerror or e})") from None

@@ -1,12 +1,15 @@
 """Checkpoint pairs: a foreign or malformed description is a CheckpointError naming the JSON file."""
 
 import json
+from pathlib import Path
 
 import pytest
 from fixtures_models import random_checkpoint
 
 from dsm.checkpoint import CheckpointError, load_checkpoint, load_model
 from dsm.cli import main
+
+PHOTO = Path(__file__).parent / "assets" / "astronaut.jpg"
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +45,13 @@ def test_foreign_checkpoint_descriptions_are_named(good, tmp_path, edit, message
     assert message in str(e.value)
 
 
+def test_a_checkpoint_description_that_is_not_text_is_named(good, tmp_path):
+    bad = _edited(good, tmp_path, lambda i: i)
+    bad.with_suffix(".json").write_bytes(b"\xff\xfe{}")  # UTF-16 bytes, say: not JSON text
+    with pytest.raises(CheckpointError, match=r"edited\.json: not valid JSON"):
+        load_checkpoint(bad)
+
+
 def test_the_good_checkpoint_loads(good):
     model, info = load_model(good)
     assert info["classes"][0] == "neutral" and not model.training
@@ -53,7 +63,7 @@ def test_clis_report_a_foreign_checkpoint_in_one_line(good, tmp_path, capsys, co
     argv = {
         "evaluate": ["evaluate", "--checkpoint", str(bad), "--data", str(tmp_path)],
         "export": ["export", "--checkpoint", str(bad), "--onnx", str(tmp_path / "x.onnx")],
-        "predict": ["predict", str(tmp_path), "--checkpoint", str(bad)],
+        "predict": ["predict", str(PHOTO), "--checkpoint", str(bad)],
     }[command]
     rc, err = main(argv), capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "edited.json: cannot build model 'nosuchnet'" in err
