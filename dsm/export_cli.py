@@ -42,13 +42,17 @@ def run(args: argparse.Namespace) -> int:
     inp = meta["input"]
     print(f"wrote {path} (opset {opset_of(path)}, batch {args.batch}, input {inp['channels']}x{inp['size']})")
     if not args.no_check:
-        model, _ = load_model(args.checkpoint)
-        fused = reparameterize(model)
-        for b in (1, 4) if dynamic else (batch,):
-            err = max_abs_error(path, fused, (b, inp["channels"], inp["size"], inp["size"]))
-            print(f"onnxruntime vs PyTorch, batch {b}: max |logit difference| = {err:.2e}")
-            if err > 1e-4:
-                path.unlink()  # a model that does not compute what the checkpoint does is not left behind
-                fail(f"{path}: outputs differ from PyTorch by {err:.2e} (> 1e-4); removed", PROG)
-                return 1
+        try:
+            model, _ = load_model(args.checkpoint)
+            fused = reparameterize(model)
+            for b in (1, 4) if dynamic else (batch,):
+                err = max_abs_error(path, fused, (b, inp["channels"], inp["size"], inp["size"]))
+                print(f"onnxruntime vs PyTorch, batch {b}: max |logit difference| = {err:.2e}")
+                if err > 1e-4:
+                    path.unlink()  # a model that does not compute what the checkpoint does is not left behind
+                    fail(f"{path}: outputs differ from PyTorch by {err:.2e} (> 1e-4); removed", PROG)
+                    return 1
+        except Exception as e:  # noqa: BLE001  (onnxruntime cannot load or run it: no file that was not checked)
+            path.unlink(missing_ok=True)
+            return fail(f"{path}: the onnxruntime check failed ({type(e).__name__}: {e}); removed", PROG)
     return 0

@@ -137,6 +137,23 @@ def test_export_cli_removes_a_model_that_fails_the_check(gray_ckpt, tmp_path, ca
     assert "differ from PyTorch by 5.00e-01" in capsys.readouterr().err and not out.exists()
 
 
+def test_export_cli_removes_a_model_the_check_cannot_run(gray_ckpt, tmp_path, capsys, monkeypatch):
+    import dsm.export_cli
+
+    def broken(*args):
+        raise RuntimeError("onnxruntime: cannot load the model")
+
+    monkeypatch.setattr(dsm.export_cli, "max_abs_error", broken)
+    out = tmp_path / "bad.onnx"
+    assert main(["export", "--checkpoint", str(gray_ckpt), "--onnx", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"dsm export: error: {out}: the onnxruntime check failed (RuntimeError: onnxruntime: cannot load "
+        "the model); removed\n"
+    )
+    assert not out.exists()
+
+
 def test_export_cli_missing_checkpoint(tmp_path, capsys):
     assert main(["export", "--checkpoint", str(tmp_path / "nope"), "--onnx", str(tmp_path / "x.onnx")]) == 2
     assert "checkpoint file missing" in capsys.readouterr().err
