@@ -118,6 +118,11 @@ def evaluate(
     cfg = info.get("config") or {}
     own_data = info.get("dataset") == prepared.manifest.get("dataset") and bool(cfg.get("protocol"))
     protocol = protocol or (cfg["protocol"] if own_data else None)
+    # a fold or run index that no split here depends on would be reported as applied, and change nothing
+    for flag, value, needs in (("--fold", fold, "kfold"), ("--run-index", run_index, "paper-random")):
+        if value is not None and protocol != needs:
+            uses = f"protocol {protocol!r}" if protocol else "meta.csv's split column"
+            raise ValueError(f"{flag} {value}: only protocol {needs!r} has one; this evaluation uses {uses}")
     opts = split_options(info, protocol, fold, run_index)
     idx = select_split(prepared, split, protocol, **opts)
     if len(idx) == 0:
