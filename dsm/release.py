@@ -43,10 +43,13 @@ def finished_record(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def _validation_split(record: dict[str, Any]) -> tuple[Any, ...]:
-    """What the validation accuracy is measured on: data set, classes, split sizes, protocol, fold."""
+    """What the validation accuracy is measured on: data set, classes, split sizes, protocol, fold, and the
+    protocol's notes, which name the seed wherever the split depends on it (a validation part held out of
+    train at random, paper-random's pooled splits), so seeds are compared only on official splits."""
     data, cfg = record.get("data") or {}, record.get("config") or {}
     sizes = json.dumps(data.get("split_sizes"), sort_keys=True)
-    return data.get("dataset"), data.get("classes"), sizes, cfg.get("protocol"), cfg.get("fold"), cfg.get("run_index")
+    split = cfg.get("protocol"), cfg.get("fold"), cfg.get("run_index"), json.dumps(data.get("protocol_notes"))
+    return data.get("dataset"), data.get("classes"), sizes, *split
 
 
 def choose(run_dirs: Sequence[str | os.PathLike], data: str | os.PathLike | None = None) -> Path:

@@ -39,6 +39,26 @@ def test_choose_by_validation_never_by_test(tmp_path):
         choose([a, other])
 
 
+def test_choose_compares_seeds_only_where_they_share_the_validation_split(tmp_path):
+    """FER2013 has an official validation split; RAF-DB's is held out of train with the run's seed."""
+
+    def with_notes(run: Path, notes: list[str]) -> Path:
+        record = json.loads((run / "run.json").read_text())
+        record["data"]["protocol_notes"] = notes
+        (run / "run.json").write_text(json.dumps(record))
+        return run
+
+    official = ["official splits of fer2013: train 10, val 5, test 5"]
+    a = with_notes(fake_run(tmp_path / "a", val=0.6, test=0.6), official)
+    b = with_notes(fake_run(tmp_path / "b", val=0.7, test=0.6), official)
+    assert choose([a, b]) == b
+    held_out = ["official splits of rafdb: train 10, val 0, test 5", "validation: 10% of train held out, seed {}"]
+    c = with_notes(fake_run(tmp_path / "c", val=0.6, test=0.6), [held_out[0], held_out[1].format(0)])
+    d = with_notes(fake_run(tmp_path / "d", val=0.7, test=0.6), [held_out[0], held_out[1].format(1)])
+    with pytest.raises(CheckpointError, match=r"d/run.json: validated on another data set or split than"):
+        choose([c, d])
+
+
 def test_choose_with_data_requires_runs_trained_on_it(tmp_path):
     from dsm.data import prepare_dataset
     from dsm.data.format import load_prepared
