@@ -193,6 +193,7 @@ def predict_image(pred: Predictor, item: Input, out: Output) -> None:
             print(f"{item.path}: {r.label} {r.score:.2f} at {list(r.box)}")
     if out.out is not None:
         suffix = item.path.suffix.lower() if item.path.suffix.lower() in IMAGE_EXTS else ".jpg"
+        suffix = ".png" if suffix == ".pgm" else suffix  # the annotated copy is in colour; PGM holds only gray
         target = out.path_for(item.name, suffix)
         if not cv2.imwrite(str(target), pred.annotate(image, results)):
             raise OSError(f"could not write the annotated copy {target}")

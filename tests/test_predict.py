@@ -249,6 +249,14 @@ def test_bench_video_measures_the_pipeline(ckpt, tmp_path, capsys, photo):
     assert "(--max-side) must be >= 48, got 20" in capsys.readouterr().err
 
 
+def test_cli_annotates_a_gray_pgm_as_a_colour_png(ckpt, tmp_path, capsys):
+    gray = tmp_path / "face.pgm"
+    assert cv2.imwrite(str(gray), cv2.cvtColor(cv2.imread(str(PHOTO)), cv2.COLOR_BGR2GRAY))
+    rc, _, stderr = run_cli(capsys, gray, "--checkpoint", ckpt, "--no-detect", "--out", tmp_path / "out")
+    assert rc == 0 and stderr == ""
+    assert cv2.imread(str(tmp_path / "out" / "face.annotated.png")).ndim == 3
+
+
 def test_cli_reports_an_annotated_copy_it_could_not_write(ckpt, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cv2, "imwrite", lambda *args: False)  # what OpenCV returns on a full disk or bad path
     rc, _, stderr = run_cli(capsys, PHOTO, "--checkpoint", ckpt, "--out", tmp_path / "out")
