@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import warnings
@@ -17,8 +18,10 @@ from fixtures_data import (
     as_dir,
     as_zip,
     ckplus_original,
+    encode,
     fer2013_csv,
     fer2013_folders,
+    image,
     jaffe,
     rafdb_basic,
 )
@@ -152,6 +155,17 @@ def test_counts_differ_from_official(tmp_path):
     with pytest.warns(UserWarning, match="differ from the official"):
         prepare_dataset("fer2013", src, tmp_path / "out", progress=False, allow_mismatch=True)
     assert (tmp_path / "out" / "manifest.json").is_file()
+
+
+def test_images_outside_the_split_folders_are_counted_in_a_warning(tmp_path):
+    """A repackaging with a valid/ folder: those images are not FER2013's splits, and not dropped silently."""
+    files = fer2013_folders() | {f"valid/happy/PublicTest_9{i}.jpg": encode(image((48, 48), i)) for i in range(3)}
+    src = as_zip(tmp_path / "a.zip", files)
+    with pytest.warns(UserWarning) as caught:  # and the one for counts that differ from the official
+        prepare_dataset("fer2013", src, tmp_path / "out", progress=False, allow_mismatch=True)
+    skipped = r"a\.zip:valid/happy/PublicTest_90\.jpg: 3 image\(s\) outside the split folders \(test, train\) skipped"
+    assert [w for w in caught if re.search(skipped, str(w.message))]
+    assert len(load_prepared(tmp_path / "out").labels) == 28
 
 
 @pytest.mark.parametrize("entry", ["../evil.jpg", "/etc/evil.jpg", "train/../../evil.jpg"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterable
@@ -215,13 +216,14 @@ def walk_class_folders(
     prefix = find_prefix((n for n in source.names if is_image_name(n)), rf"{split_part}(?:{alt})/[^/]+")
     if prefix is None:
         return None
-    items = []
+    items, outside = [], []
     for name in source.names:
         if not name.startswith(prefix) or not is_image_name(name):
             continue
         parts = name[len(prefix) :].split("/")
         if splits and parts[0] not in splits:
-            continue  # an image outside the split folders (e.g. a sample in the root)
+            outside.append(name)  # an image outside the split folders (e.g. a sample in the root)
+            continue
         want = 3 if splits else 2
         if len(parts) != want or parts[-2] not in classes:
             raise DataError(
@@ -229,6 +231,12 @@ def walk_class_folders(
                 f"with class folders {', '.join(classes)}"
             )
         items.append(FolderItem(name, parts[0] if splits else "", parts[-2], parts[-1]))
+    if outside:  # a repackaging with a "valid/" folder must not lose those images without a word
+        warnings.warn(
+            f"{source.describe(outside[0])}: {len(outside)} image(s) outside the split folders "
+            f"({', '.join(splits)}) skipped",
+            stacklevel=2,
+        )
     return items
 
 
