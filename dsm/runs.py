@@ -290,6 +290,7 @@ def runs_frame(run_dirs: list[str | Path]) -> pd.DataFrame:
             {
                 "dataset": run["data"]["dataset"],
                 "classes": ",".join(run["data"]["classes"]),  # one name, several preparations: CK+ with contempt
+                "split_sizes": " ".join(f"{k}={v}" for k, v in (run["data"].get("split_sizes") or {}).items()),
                 "model": cfg["model"],
                 "modulator": cfg["modulator"] or "none",
                 "options": json.dumps({**cfg["modulator_opts"], **cfg["model_opts"]}, sort_keys=True),
@@ -313,14 +314,17 @@ def runs_frame(run_dirs: list[str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-GROUP_BY = ["dataset", "classes", "model", "modulator", "options", "recipe", "training", "protocol", "split"]
+GROUP_BY = [
+    *("dataset", "classes", "split_sizes"),  # one data set name, several preparations: kept apart
+    *("model", "modulator", "options", "recipe", "training", "protocol", "split"),
+]
 
 
 def summarize(run_dirs: list[str | Path]) -> pd.DataFrame:
     """Mean and std of accuracy, balanced accuracy and macro-F1 per group of runs that differ only in
-    seed, fold or run index (``classes`` keeps apart preparations of one data set with other classes, such
-    as AffectNet's 7 and 8; ``training`` holds the settings that differ from the recipe, so a longer
-    schedule is its own row); ``runs`` lists the run directories behind each row."""
+    seed, fold or run index (``classes`` and ``split_sizes`` keep apart preparations of one data set name,
+    such as AffectNet's 7 and 8 classes; ``training`` holds the settings that differ from the recipe, so a
+    longer schedule is its own row); ``runs`` lists the run directories behind each row."""
     df = runs_frame(run_dirs)
     if df.empty:
         return df

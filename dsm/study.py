@@ -532,24 +532,27 @@ class Experiment:
 
     def plan(self) -> pd.DataFrame:
         """Every run of ``training_order`` and where it stands: finished (with its test accuracy and
-        minutes), stopped after some epochs (it resumes), not started, or in the way: a directory holding
-        a run of another config or other data (training starts it over, or refuses once it has a
-        checkpoint). Reads run records only."""
+        minutes; "record only" when its best checkpoint is absent, as in a fresh clone, so pages that draw
+        its weights cannot be rebuilt), stopped after some epochs (it resumes), not started, or in the way:
+        a directory holding a run of another config, architecture or data (training starts it over, or
+        refuses once it has a checkpoint). Reads run records only."""
         from dsm.data.format import load_prepared
-        from dsm.runs import finished_run, load_run, trained_on
+        from dsm.runs import architecture, finished_run, load_run, trained_on
 
         hashes = load_prepared(self.data_dir).hashes
         rows = []
         for variant in self.training_order():
             for cfg in self.configs(variant):
                 run, state = finished_run(cfg), "not started"
-                if run is not None:
-                    state = "finished"
+                if run is not None:  # its weights are not committed: a fresh clone has the record only
+                    state = "finished" if (Path(cfg.out) / "best.json").is_file() else "finished (record only)"
                 else:
                     with contextlib.suppress(FileNotFoundError, ValueError):
                         partial = load_run(cfg.out)
                         if not cfg.same_run(partial.get("config", {})):
                             state = "other config"
+                        elif partial.get("architecture") not in (None, architecture(cfg)):
+                            state = "other architecture"  # the network's code defaults changed since
                         elif not trained_on(partial, hashes):
                             state = "other data"
                         else:

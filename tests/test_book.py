@@ -119,15 +119,19 @@ def test_plan_says_where_each_run_stands(reproduced, capsys):
     from dsm.data.format import load_prepared
 
     data, runs_dir = reproduced / "data" / "synthetic-140", reproduced / "runs" / "synthetic" / "smoke"
-    profile = dataclasses.replace(study.PROFILES["smoke"], ablation_modulators=("dsm", "se", "eca", "gam", "simam"))
+    mods = ("dsm", "se", "eca", "gam", "simam", "ca")
+    profile = dataclasses.replace(study.PROFILES["smoke"], ablation_modulators=mods)
     exp = study.Experiment.create(profile, "synthetic", data, runs_dir, train=False)
     ours = load_prepared(data).hash
-    # eca stopped after one epoch; gam's directory holds another config; simam's, other data and a checkpoint
-    for name, changes, digest in (("eca", {}, ours), ("gam", {"lr": 0.5}, ours), ("simam", {}, "0123456789abcdef")):
+    # eca stopped after one epoch; gam's directory holds another config; simam's, other data and a checkpoint;
+    # ca's, a network whose code defaults have changed since
+    cases = [("eca", {}, ours, None), ("gam", {"lr": 0.5}, ours, None), ("simam", {}, "0123456789abcdef", None)]
+    for name, changes, digest, arch in [*cases, ("ca", {}, ours, {"old": 1})]:
         cfg = exp.configs(study.Variant.make(modulator=name))[0]
         Path(cfg.out).mkdir(parents=True)
         record = {"status": "running", "config": {**cfg.to_dict(), **changes}, "epochs": [{"epoch": 1}]}
-        (Path(cfg.out) / "run.json").write_text(json.dumps({**record, "data": {"manifest_hash": digest}}))
+        record |= {"data": {"manifest_hash": digest}, "architecture": arch}
+        (Path(cfg.out) / "run.json").write_text(json.dumps(record))
     (runs_dir / "simam" / "seed0" / "last.json").write_text("{}")
     epochs = exp.configs(study.Variant.make())[0].epochs
     # a record of epochs without its last checkpoint (a fresh clone: checkpoints are not committed) starts over
@@ -138,12 +142,17 @@ def test_plan_says_where_each_run_stands(reproduced, capsys):
     assert plan.loc["eca/seed0", "state"] == f"epoch 1 of {epochs} done"
     assert plan.loc["gam/seed0", "state"] == "other config: starts over"
     assert plan.loc["simam/seed0", "state"] == "other data: training refuses (move it away)"
+    assert plan.loc["ca/seed0", "state"] == "other architecture: starts over"
     assert plan.loc["dsm/seed0", "state"] == "finished" and 0 <= plan.loc["dsm/seed0", "test accuracy %"] <= 100
-    assert (plan["state"] == "finished").sum() == len(plan) - 3
+    assert (plan["state"] == "finished").sum() == len(plan) - 4
+    best = runs_dir / "dsm" / "seed0" / "best.json"
+    best.rename(best.with_suffix(".away"))  # a fresh clone: the record, not the weights a page may draw
+    assert exp.plan().set_index("run").loc["dsm/seed0", "state"] == "finished (record only)"
+    best.with_suffix(".away").rename(best)
     modulators = exp.ablation_variants()["modulators"]  # of the three, only eca's record is of this run
     assert list(exp.unfinished_runs(modulators)) == [f"eca/seed0 (unfinished: epoch 1 of {epochs})"]
     assert not (runs_dir / "eca" / "seed0" / "best.json").exists()  # nothing was trained
-    for name in ("eca", "gam", "simam"):
+    for name in ("eca", "gam", "simam", "ca"):
         shutil.rmtree(runs_dir / name)
     no_book = reproduced / "no-book"  # --plan reads run records only: it needs no book and writes nothing
     assert reproduce.run(_args(reproduced, datasets="synthetic", plan=True, book=str(no_book))) == 0

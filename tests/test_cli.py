@@ -39,14 +39,16 @@ def test_runs_summarizes_a_complete_record(tmp_path, capsys):
 
 
 def test_runs_summary_keeps_preparations_with_other_classes_apart(tmp_path):
-    """One data set name, two preparations (AffectNet with 7 or 8 classes): never one mean over both."""
+    """One data set name, several preparations (AffectNet with 7 or 8 classes): never one mean over them."""
     from dsm.runs import summarize
 
     seven = [finished_run(tmp_path / f"a{i}") for i in range(2)]
     data = {"dataset": "toy", "manifest_hash": "d", "classes": ["calm", "glad", "x"]}
     eight = finished_run(tmp_path / "b", data=data)
-    df = summarize([*seven, eight])
-    assert sorted(df["n_runs"]) == [1, 2] and set(df["classes"]) == {"calm,glad", "calm,glad,x"}
+    bigger = finished_run(tmp_path / "c", data={**data, "classes": ["calm", "glad"], "split_sizes": {"train": 9}})
+    df = summarize([*seven, eight, bigger])  # and a preparation of more images: its own row too
+    assert sorted(df["n_runs"]) == [1, 1, 2] and set(df["classes"]) == {"calm,glad", "calm,glad,x"}
+    assert set(df["split_sizes"]) == {"", "train=9"}
 
 
 @pytest.mark.parametrize(
