@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +26,17 @@ def fail(problem: BaseException | str, prog: str) -> int:
 def warn(problem: BaseException | str, prog: str) -> None:
     """Print ``prog: warning: problem`` as one line on stderr: reported, and the command goes on."""
     print(f"{prog}: warning: {one_line(problem)}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def warnings_as_lines(prog: str, always: bool = False) -> Iterator[None]:
+    """Python warnings raised in the block print as one ``prog: warning: ...`` line each, not in Python's
+    two-line form with a source line; ``always`` shows a repeated warning every time, not once per place."""
+    with warnings.catch_warnings():
+        if always:
+            warnings.simplefilter("always")
+        warnings.showwarning = lambda message, *_, **__: warn(message, prog)
+        yield
 
 
 def missing_parents(path: Path) -> list[Path]:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import warnings
 
 from dsm.checkpoint import RELEASED, CheckpointError
 from dsm.data.build import positive_int
 from dsm.data.format import DataError
-from dsm.errors import fail, warn
+from dsm.errors import fail, warnings_as_lines
 
 PROG = "dsm evaluate"
 
@@ -42,8 +41,7 @@ def run(args: argparse.Namespace) -> int:
         device = str(pick_device(args.device))  # "auto" -> cuda or cpu
     except RuntimeError as e:
         return fail(f"--device {args.device}: {e}", PROG)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with warnings_as_lines(PROG, always=True):  # on stderr: stdout stays the JSON
         try:
             metrics = evaluate(
                 args.checkpoint,
@@ -58,7 +56,5 @@ def run(args: argparse.Namespace) -> int:
             )
         except (CheckpointError, DataError, ValueError) as e:
             return fail(e, PROG)
-    for w in caught:  # one line each, on stderr: stdout stays the JSON
-        warn(w.message, PROG)
     print(json.dumps(metrics))
     return 0

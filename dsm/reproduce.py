@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dsm.data.build import positive_int
-from dsm.errors import fail, one_line
+from dsm.errors import fail, one_line, warnings_as_lines
 from dsm.study import PROFILES, DatasetInfo, Experiment, Profile, dataset_info, get_profile
 
 PROG = "dsm reproduce"
@@ -434,7 +434,8 @@ def run(args: argparse.Namespace) -> int:
                 overrides={**profile.overrides, **({"compile": True} if args.compile else {})},
             )
             exp = Experiment.create(prof, dataset, data_dir, runs_dir)
-            exp.run(exp.training_order())
+            with warnings_as_lines(PROG):  # e.g. a run that starts over: one line in the log
+                exp.run(exp.training_order())
         if args.train_only:
             print(f"dsm reproduce --train-only: {time.perf_counter() - t_start:.0f} s", flush=True)
         if missing:  # the other data sets were done: the exit status says that one was not

@@ -19,6 +19,7 @@ import math
 import os
 import random
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -411,10 +412,10 @@ class Trainer:
         except (FileNotFoundError, ValueError):
             return
         if (n := len(run.get("epochs") or [])) and run.get("status") != "finished":
-            print(
+            warnings.warn(
                 f"{self.out / 'run.json'}: records {n} epoch{'s' * (n > 1)} but there is no last checkpoint "
                 "to continue from; training starts over at epoch 1 and replaces that record",
-                flush=True,
+                stacklevel=3,
             )
 
     def _finished_record(self) -> dict | None:

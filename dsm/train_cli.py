@@ -9,7 +9,7 @@ import json
 import yaml
 
 from dsm.config import RECIPES, TrainConfig, recipe
-from dsm.errors import fail, one_line
+from dsm.errors import fail, one_line, warnings_as_lines
 
 PROG = "dsm train"
 
@@ -151,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
 
         if not args.resume and (Path(cfg.out) / "last.json").is_file():
             return fail(f"{cfg.out} already holds a run; pass --resume to continue it or a new --out", PROG)
-        record = train(cfg, resume=args.resume)
+        with warnings_as_lines(PROG):
+            record = train(cfg, resume=args.resume)
     except (DataError, CheckpointError, ValueError, FloatingPointError) as e:  # bad data or run; a diverged run
         return fail(e, PROG)
     except OSError as e:  # --out not writable, not a folder

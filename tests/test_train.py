@@ -6,6 +6,7 @@ import re
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -167,12 +168,22 @@ def test_resume_without_checkpoint_says_it_starts_over(toy, tmp_path, capsys):
     for name in ("last.json", "last.safetensors", "best.json", "best.safetensors"):
         (tmp_path / "cloned" / name).unlink()
     capsys.readouterr()
-    again = train(cfg, resume=True, show_progress=False)
-    out = capsys.readouterr().out
-    assert f"{tmp_path / 'cloned' / 'run.json'}: records 1 epoch but there is no last checkpoint" in out
-    assert "resumed" not in out and again["resumes"] == [] and len(again["epochs"]) == 1
-    train(cfg, resume=True, show_progress=False)  # with its checkpoint back, a resume is silent about it
-    assert "no last checkpoint" not in capsys.readouterr().out
+    with pytest.warns(UserWarning, match=f"{re.escape(str(tmp_path / 'cloned' / 'run.json'))}: records 1 epoch but "
+                      "there is no last checkpoint"):  # fmt: skip
+        again = train(cfg, resume=True, show_progress=False)
+    assert "resumed" not in capsys.readouterr().out and again["resumes"] == [] and len(again["epochs"]) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # with its checkpoint back, a resume is silent about it
+        train(cfg, resume=True, show_progress=False)
+
+
+def test_dsm_train_prints_a_warning_as_one_line(toy, tmp_path, capsys):
+    """Python's warnings under ``dsm train``: one ``dsm train: warning:`` line, not two with a source line."""
+    argv = ["train", "--data", str(toy), "--out", str(tmp_path / "r"), "--recipe", "smoke", "--epochs", "1",
+            "--input-size", "16", "--protocol", "paper-random"]  # fmt: skip
+    assert main(argv) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln.lower()]
+    assert lines and all(ln.startswith("dsm train: warning: ") for ln in lines), lines
 
 
 def test_a_deferred_test_is_run_by_the_next_resume(toy, tmp_path):

@@ -13,12 +13,11 @@ import importlib
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 from types import ModuleType
 
 from dsm.data.format import SPLITS, DataError, load_prepared
-from dsm.errors import fail, warn
+from dsm.errors import fail, warnings_as_lines
 
 PROG = "dsm prepare"
 
@@ -70,16 +69,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         module.add_arguments(sp)
 
 
-def _show_warning(message: Warning | str, *_: object, **__: object) -> None:
-    warn(message, PROG)
-
-
 def run(args: argparse.Namespace) -> int:
     opts = {k: v for k, v in vars(args).items() if k not in _COMMON}
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = _show_warning
+    with warnings_as_lines(PROG, always=True):  # one per file that has a problem
         try:
             out = prepare_dataset(
                 args.dataset, getattr(args, "source", None), args.out, overwrite=args.overwrite,
