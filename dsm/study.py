@@ -246,7 +246,8 @@ PROFILES: dict[str, Profile] = {
     "cpu": Profile(
         "cpu",
         "the CPU recipe on a real data set: native 48x48 gray, batch 128, 8 epochs, AdamW with weight EMA, "
-        "label smoothing, flip/affine/erasing augmentation; a quarter of an hour to an hour per run on 2 cores. The "
+        "label smoothing, flip/affine/erasing augmentation; a quarter of an hour to an hour and a half per run on 2 "
+        "cores, by host. The "
         "study is trained over several sessions: a page lists the runs that have not finished yet.",
         recipe="cpu",
         overrides={"epochs": 8},
