@@ -17,7 +17,7 @@ from dsm.bench import RUNTIMES, BenchConfig, compare, device_name, pipeline_fps,
 from dsm.data.build import positive_int
 from dsm.errors import fail
 from dsm.registry import list_models, list_modulators
-from dsm.reparam import reparameterize
+from dsm.reparam import fold_batchnorm, reparameterize
 
 PROG = "dsm bench"
 
@@ -93,7 +93,7 @@ def run_runtimes(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)  # for the whole command, so the footer reports it
     rows = []
     for cfg in configs_from_args(args):
-        fused = reparameterize(cfg.build())
+        fused = fold_batchnorm(reparameterize(cfg.build()))  # as --compare times it: Conv+BN pairs folded too
         shape = (cfg.in_chans, cfg.input_size, cfg.input_size)
         for row in runtime_latency(fused, shape, backends, args.batches, args.runs, args.warmup, args.threads):
             rows.append({"name": cfg.name, **row})
@@ -110,8 +110,8 @@ def run_runtimes(args: argparse.Namespace) -> int:
         if not row["available"]:
             print(f"{row['name']} {row['backend']} batch {row['batch']}: unavailable ({row['reason']})")
     print(
-        f"device: {device_name('cpu')}; fused eval model, latency per batch (ms), median/IQR over {args.runs} runs, "
-        "backends interleaved run by run"
+        f"device: {device_name('cpu')}; fused eval model (RepConv blocks and Conv+BN pairs), latency per batch "
+        f"(ms), median/IQR over {args.runs} runs, backends interleaved run by run"
     )
     return 0
 

@@ -202,6 +202,9 @@ def test_bench_cli_runtimes(capsys):
     assert [r["backend"] for r in rows] == ["eager", "onnxruntime"] and rows[0]["name"] == "dsm_net[dsm]@1x48"
     assert main([*argv, "--batches", "1", "--runs", "3", "--warmup", "1"]) == 0
     assert "onnxruntime" in capsys.readouterr().out
+    cbam = ["--modulators", "cbam", "--batches", "1", "--runs", "2", "--warmup", "0", "--json"]  # Conv+BN inside
+    assert main([*argv, *cbam]) == 0  # folded like --compare's models, and still exported and run
+    assert all(r["available"] for r in json.loads(capsys.readouterr().out))
 
 
 def test_export_leaves_the_callers_model_as_it_was(tmp_path):
