@@ -259,7 +259,7 @@ def restore(src: Path, runs: Path) -> None:
                 raise SystemExit(f"{first}: not a whole tar of a run ({e}); nothing restored") from None
             rel = Path(min(names, key=len))  # <profile>/<variant>/<seed>
             new, old = Path(tmp) / rel, runs / rel
-            if _epochs(old) > _epochs(new):
+            if _progress(old) > _progress(new):  # further along here, or finished here (its test evaluated)
                 print(f"{old}: kept (epoch {_epochs(old)} here, {_epochs(new)} in {stem})")
                 continue
             if old.exists():
@@ -267,6 +267,17 @@ def restore(src: Path, runs: Path) -> None:
             old.parent.mkdir(parents=True, exist_ok=True)
             os.replace(new, old)
         print(f"{stem}: {n} part(s) -> {old} (epoch {_epochs(old)})")
+
+
+def _progress(run: Path) -> tuple[int, bool]:
+    """How far ``run`` got: its epochs, then whether it is finished (a deferred test evaluated since)."""
+    from dsm.runs import load_run
+
+    try:
+        record = load_run(run)
+    except (FileNotFoundError, ValueError):
+        return -1, False
+    return len(record.get("epochs") or []), record.get("status") == "finished"
 
 
 def _epochs(run: Path) -> int:

@@ -11,6 +11,7 @@ from fixtures_models import random_checkpoint
 
 from dsm.data.format import PreparedWriter, load_prepared
 from dsm.evaluate import evaluate
+from dsm.runs import load_run
 
 _PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "device_session.py"
 _spec = importlib.util.spec_from_file_location("device_session", _PATH)
@@ -90,6 +91,10 @@ def test_restore_refuses_missing_parts_and_keeps_a_run_further_along(tmp_path, m
     ds.restore(out, here)
     assert "kept (epoch 3 here, 2 in" in capsys.readouterr().out
     assert (here / "cpu" / "dsm-epochs=2" / "seed0" / "last.safetensors").read_bytes() == before
+    done = here / "cpu" / "dsm-epochs=2" / "seed0"  # finished here after the lease: its test was evaluated here
+    (done / "run.json").write_text(json.dumps({"status": "finished", "config": {}, "data": {}, "epochs": [{}] * 2}))
+    ds.restore(out, here)
+    assert "kept (epoch 2 here, 2 in" in capsys.readouterr().out and load_run(done)["status"] == "finished"
     middle = sorted(out.iterdir())[1]
     middle.unlink()
     with pytest.raises(SystemExit, match=rf"{middle.name}: missing \(1 of \d+ parts of .*\); nothing restored"):
