@@ -242,16 +242,24 @@ def plot_curves(frames: pd.DataFrame | Mapping[str, pd.DataFrame]) -> Figure:
     return _done(fig)
 
 
+def _with_n(table: pd.DataFrame, names: pd.Series) -> list[str]:
+    """Bar labels that say over how many runs each bar is a mean, when the rows differ in that: a mean of
+    three seeds and a single run must not read alike."""
+    if "runs" not in table or table["runs"].nunique() < 2:
+        return list(names)
+    return [f"{name} (n={n})" for name, n in zip(names, table["runs"], strict=True)]
+
+
 def plot_metric_bars(table: pd.DataFrame, metric: str = "Accuracy", title: str = "") -> Figure | None:
-    """Horizontal bars of one "mean ± std" column of ``results_table`` (error bar = std); None when the
-    table is empty (no run finished yet)."""
+    """Horizontal bars of one "mean ± std" column of ``results_table`` (error bar = std), labelled with
+    the number of runs where rows differ in it; None when the table is empty (no run finished yet)."""
     if table.empty:
         return None
     parts = table[metric].str.split(" ± ", expand=True, regex=False)
     mean = parts[0].astype(float)
     std = parts[1].astype(float) if parts.shape[1] > 1 else pd.Series(0.0, index=table.index)
     fig, ax = plt.subplots(figsize=(6, 0.32 * len(table) + 1.0))
-    ax.barh(table["variant"], mean, xerr=std.fillna(0.0), color="tab:blue", alpha=0.8)
+    ax.barh(_with_n(table, table["variant"]), mean, xerr=std.fillna(0.0), color="tab:blue", alpha=0.8)
     ax.invert_yaxis()
     lo = max(0.0, float(mean.min()) - 10)
     ax.set_xlim(lo, min(100.0, float((mean + std.fillna(0)).max()) + 3))
@@ -261,8 +269,8 @@ def plot_metric_bars(table: pd.DataFrame, metric: str = "Accuracy", title: str =
 
 
 def plot_ablation_groups(table: pd.DataFrame, metric: str = "Accuracy") -> Figure | None:
-    """One small bar chart per ablation group of ``Experiment.ablation_table`` (error bars = std);
-    None when no group has a finished run yet."""
+    """One small bar chart per ablation group of ``Experiment.ablation_table`` (error bars = std; the
+    number of runs in the labels where a group's rows differ in it); None when no group has a finished run."""
     if table.empty:
         return None
     groups = list(dict.fromkeys(table["group"]))
@@ -274,7 +282,8 @@ def plot_ablation_groups(table: pd.DataFrame, metric: str = "Accuracy") -> Figur
         std = vals[1].astype(float).fillna(0.0).to_numpy() if vals.shape[1] > 1 else np.zeros(len(part))
         ax.bar(range(len(part)), mean, yerr=std, color="tab:blue", alpha=0.8)
         ax.set_xticks(range(len(part)))
-        ax.set_xticklabels([v.replace("dsm-", "") for v in part["variant"]], rotation=45, ha="right", fontsize=8)
+        labels = _with_n(part, part["variant"].str.replace("dsm-", "", regex=False))
+        ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
         ax.set_ylim(max(0.0, float(mean.min()) - 10), min(100.0, float((mean + std).max()) + 3))
         ax.set_title(group, fontsize=10)
     axes[0, 0].set_ylabel(f"{metric} (%)")

@@ -117,7 +117,10 @@ def test_results_table_formats_mean_std_and_names_run_records():
     assert table.loc[0, "variant"] == "dsm (kernel_size=3)"
     assert table.loc[0, "run records"] == "runs/a/seed0/run.json; runs/a/seed1/run.json"
     assert viz.results_table(_summary(), {"runs/b/seed0": "CBAM"}).loc[1, "variant"] == "CBAM"
-    assert isinstance(viz.plot_metric_bars(table, "Accuracy"), Figure)
+    fig = viz.plot_metric_bars(table, "Accuracy")  # a mean of two runs and a single run: labels say so
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["dsm (kernel_size=3) (n=2)", "cbam (n=1)"]
+    fig = viz.plot_ablation_groups(table.assign(group=["kernel", "kernel"]))
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["dsm (kernel_size=3) (n=2)", "cbam (n=1)"]
     assert isinstance(viz.plot_ablation_groups(table.assign(group=["kernel", "modulators"])), Figure)
     assert viz.results_table(pd.DataFrame()).empty
 
