@@ -575,11 +575,11 @@ class Experiment:
         return pd.DataFrame(rows).astype({"minutes": "Int64"})
 
     def unfinished_runs(self, variants: Iterable[Variant]) -> dict[str, dict[str, Any]]:
-        """Label -> run record of each run of ``variants`` that stopped part-way (this config and data, some
-        epochs recorded, not finished), so a page can draw how far a long schedule got. Such a record has no
-        test metrics; the label says which epoch it reached."""
+        """Label -> run record of each run of ``variants`` that stopped part-way (this config, network and
+        data, some epochs recorded, not finished), so a page can draw how far a long schedule got. Such a
+        record has no test metrics; the label says which epoch it reached."""
         from dsm.data.format import load_prepared
-        from dsm.runs import load_run, trained_on
+        from dsm.runs import architecture, load_run, trained_on
 
         hashes = load_prepared(self.data_dir).hashes
         out = {}
@@ -588,7 +588,8 @@ class Experiment:
                 with contextlib.suppress(FileNotFoundError, ValueError):
                     run = load_run(cfg.out)
                     n = len(run.get("epochs") or []) if run.get("status") != "finished" else 0
-                    if n and cfg.same_run(run.get("config", {})) and trained_on(run, hashes):
+                    same = cfg.same_run(run.get("config", {})) and trained_on(run, hashes)
+                    if n and same and run.get("architecture") in (None, architecture(cfg)):
                         rel = Path(cfg.out).relative_to(self.runs_dir)
                         out[f"{rel} (unfinished: epoch {n} of {cfg.epochs})"] = run | {"variant": variant.name}
         return out
