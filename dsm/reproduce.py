@@ -424,8 +424,10 @@ def run(args: argparse.Namespace) -> int:
             runs_dir = runs_root / dataset / profile.name
             if args.plan:
                 plan = Experiment.create(profile, dataset, data_dir, runs_dir).plan()
-                done = int((plan["state"] == "finished").sum())
-                print(f"[{dataset}] {runs_dir}: {done} of {len(plan)} runs finished, in training order")
+                done = int(plan["state"].str.startswith("finished").sum())
+                bare = int((plan["state"] == "finished (record only)").sum())
+                weights = f" ({bare} with the record only, no checkpoint)" if bare else ""
+                print(f"[{dataset}] {runs_dir}: {done} of {len(plan)} runs finished{weights}, in training order")
                 print(plan.astype(object).where(plan.notna(), "-").to_string(index=False), flush=True)
                 continue
             prof = dataclasses.replace(

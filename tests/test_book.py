@@ -148,6 +148,9 @@ def test_plan_says_where_each_run_stands(reproduced, capsys):
     best = runs_dir / "dsm" / "seed0" / "best.json"
     best.rename(best.with_suffix(".away"))  # a fresh clone: the record, not the weights a page may draw
     assert exp.plan().set_index("run").loc["dsm/seed0", "state"] == "finished (record only)"
+    capsys.readouterr()
+    assert reproduce.run(_args(reproduced, datasets="synthetic", plan=True)) == 0
+    assert "runs finished (1 with the record only, no checkpoint), in training order" in capsys.readouterr().out
     best.with_suffix(".away").rename(best)
     modulators = exp.ablation_variants()["modulators"]  # of the three, only eca's record is of this run
     assert list(exp.unfinished_runs(modulators)) == [f"eca/seed0 (unfinished: epoch 1 of {epochs})"]
