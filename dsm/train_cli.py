@@ -18,7 +18,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data", help="prepared data set directory (data_scripts/prepare.py); required unless --config has it"
     )
-    p.add_argument("--recipe", default=None, choices=list(RECIPES), help="named recipe (default: the authors')")
+    p.add_argument(
+        "--recipe",
+        default=None,
+        choices=list(RECIPES),
+        help="named recipe (default: 'default', the authors' optimiser, schedule and augmentation at the data's "
+        "own size and channels; 'paper' is the same at their 112x112 RGB input)",
+    )
     p.add_argument("--config", default=None, help="YAML file of TrainConfig fields")
     p.add_argument("--model", default=None, help="dsm_net or timm:<arch>")
     p.add_argument("--modulator", default=None, help="registered modulator, or none")
