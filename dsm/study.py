@@ -610,7 +610,7 @@ class Experiment:
                 runs.append(run)
         if report_missing and missing:
             where = f"{label}: " if label else ""
-            print(f"not run yet ({where}{len(missing)} of {len(runs) + len(missing)} runs): {', '.join(missing)}")
+            print(f"not finished yet ({where}{len(missing)} of {len(runs) + len(missing)} runs): {', '.join(missing)}")
         return runs
 
     def summary(self, runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:

@@ -108,9 +108,9 @@ def test_no_train_uses_finished_runs_and_names_the_missing(reproduced, capsys):
     exp = study.Experiment.create(profile, "synthetic", reproduced / "data" / "synthetic-140", runs_dir, train=False)
     runs = exp.run(exp.ablation_variants()["modulators"])
     assert [r["variant"] for r in runs] == ["dsm", "se"]
-    assert "not run yet (1 of 3 runs): eca/seed0" in capsys.readouterr().out
+    assert "not finished yet (1 of 3 runs): eca/seed0" in capsys.readouterr().out
     exp.run(exp.ablation_variants()["modulators"], label="modulators")  # a page calling once per group names it
-    assert "not run yet (modulators: 1 of 3 runs): eca/seed0" in capsys.readouterr().out
+    assert "not finished yet (modulators: 1 of 3 runs): eca/seed0" in capsys.readouterr().out
     assert not (runs_dir / "eca").exists()
 
 
