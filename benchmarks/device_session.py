@@ -282,12 +282,7 @@ def _progress(run: Path) -> tuple[int, bool]:
 
 def _epochs(run: Path) -> int:
     """Epochs in ``run``'s record; -1 where there is no readable record."""
-    from dsm.runs import load_run
-
-    try:
-        return len(load_run(run).get("epochs") or [])
-    except (FileNotFoundError, ValueError):
-        return -1
+    return _progress(run)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
