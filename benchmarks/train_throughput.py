@@ -5,12 +5,14 @@
 Each row is images/s of whole training steps of dsm_net (same model maths: training-form
 RepConv branches, AdamW) at the data set's native size. The baseline is what a
 straightforward PyTorch script does: a Dataset that converts each image with PIL and
-torchvision transforms, a DataLoader, NCHW tensors. The engine rows do the same work
-(horizontal flip and random erasing, no weight EMA) and change one thing at a time
-(batched tensor input path, channels_last, batch size, torch.compile and its mode); the last row is the
-``cpu`` recipe as it trains, with its affine augmentation and weight EMA on top. Every row
-is measured ``--repeats`` times, the rows in a rotated order each round so that a machine
-that gets busier slows all of them alike; the record gives the median and the range.
+torchvision transforms, a DataLoader, NCHW tensors, glibc's default allocator. The engine rows do the
+same work (horizontal flip and random erasing, no weight EMA) and change one thing at a time
+(batched tensor input path, freed memory kept by ``dsm.allocator``, channels_last, batch size,
+torch.compile and its mode); the last rows are the ``cpu`` recipe as it trains, with its affine
+augmentation and weight EMA on top, with and without the allocator setting. Every row is measured
+``--repeats`` times, each block in a fresh process (an allocator setting lasts for the process, and no row
+inherits another's heap), the rows in a rotated order each round so that a machine that gets busier slows all
+of them alike; the record gives the median and the range.
 Writes a Markdown table and a JSON record (command, git commit, torch version, device,
 data manifest hash, how busy the CPU was before), each through a temporary file.
 """
@@ -21,6 +23,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +35,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from dsm.allocator import OFF_ENV, keep_freed_memory
 from dsm.bench import cpu_busy, device_name
 from dsm.config import recipe
 from dsm.data.format import load_prepared
@@ -87,8 +91,10 @@ def naive_baseline(data_dir: str, steps: int, batch_size: int = 64, workers: int
 
 NAIVE = "naive: PIL + DataLoader, NCHW, batch 64"
 SAME_WORK = {"crop_scale": 0.0, "rotation": 0.0, "ema_decay": None}  # the naive loop's augmentation, no EMA
+DEFAULT_MALLOC = {OFF_ENV: "0"}  # the row's process keeps glibc's allocator defaults
 VARIANTS = [
     ("engine: batched tensor input, NCHW, batch 64", {"channels_last": False, "batch_size": 64, **SAME_WORK}),
+    ("+ freed memory kept in the process (dsm.allocator)", {"channels_last": False, "batch_size": 64, **SAME_WORK}),
     ("+ channels_last", {"channels_last": True, "batch_size": 64, **SAME_WORK}),
     ("channels_last, batch 128", {"channels_last": True, "batch_size": 128, **SAME_WORK}),
     ("channels_last, batch 256", {"channels_last": True, "batch_size": 256, **SAME_WORK}),
@@ -98,8 +104,37 @@ VARIANTS = [
         "channels_last, batch 64, torch.compile max-autotune-no-cudagraphs",
         {"batch_size": 64, "compile": True, "compile_mode": "max-autotune-no-cudagraphs", **SAME_WORK},
     ),
+    ("the cpu recipe as trained, glibc's default allocator", {"compile": True}),
     ("the cpu recipe as trained: + affine augmentation + weight EMA", {"compile": True}),
 ]
+ROW_ENV = {
+    "engine: batched tensor input, NCHW, batch 64": DEFAULT_MALLOC,
+    "the cpu recipe as trained, glibc's default allocator": DEFAULT_MALLOC,
+}
+
+
+def block(name: str, data: str, steps: int) -> dict:
+    """One block of one row, in this process."""
+    if name == NAIVE:
+        return {"images_per_s": naive_baseline(data, steps)}
+    prepared = load_prepared(data)
+    size = int(prepared.manifest["image_size"][0])
+    opts = dict(VARIANTS)[name]
+    cfg = recipe("cpu", data=data, out="/tmp/dsm-throughput", input_size=size, device="cpu", **opts)
+    r = profile(cfg, steps=steps)
+    full, model_only = r["full_step_images_per_s"], r["model_only_images_per_s"]
+    return {"images_per_s": full, "model_only_images_per_s": model_only, "allocator": keep_freed_memory()}
+
+
+def block_in_new_process(name: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--block", name, "--data", args.data, "--steps", str(args.steps)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    env = {k: v for k, v in os.environ.items() if k != OFF_ENV} | ROW_ENV.get(name, {})
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"train_throughput.py: error: the block of {name!r} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _write(path: Path, text: str) -> None:
@@ -116,9 +151,13 @@ def main() -> None:
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads for every row (default: torch's)")
     p.add_argument("--out", default="benchmarks/results/train_throughput")
+    p.add_argument("--block", help=argparse.SUPPRESS)  # internal: measure one block of this row and print it
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.block:
+        print(json.dumps(block(args.block, args.data, args.steps)))
+        return
     busy = cpu_busy(2.0)  # the fraction of the CPU other processes used just before: should be ~0
     prepared = load_prepared(args.data)
     size = int(prepared.manifest["image_size"][0])
@@ -127,19 +166,13 @@ def main() -> None:
     for round_ in range(args.repeats):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
-            if name == NAIVE:
-                blocks[name].append({"images_per_s": naive_baseline(args.data, args.steps)})
-            else:
-                opts = dict(VARIANTS)[name]
-                cfg = recipe("cpu", data=args.data, out="/tmp/dsm-throughput", input_size=size, device="cpu", **opts)
-                r = profile(cfg, steps=args.steps)
-                full, model_only = r["full_step_images_per_s"], r["model_only_images_per_s"]
-                blocks[name].append({"images_per_s": full, "model_only_images_per_s": model_only})
+            blocks[name].append(block_in_new_process(name, args))
             print(name, round_, blocks[name][-1], flush=True)
     rows = []
     for name in names:
         full = [b["images_per_s"] for b in blocks[name]]
         row = {"variant": name, "images_per_s": statistics.median(full), "min": min(full), "max": max(full)}
+        row["allocator"] = blocks[name][0].get("allocator", "glibc defaults (the naive loop does not touch them)")
         if "model_only_images_per_s" in blocks[name][0]:
             row["model_only_images_per_s"] = statistics.median(b["model_only_images_per_s"] for b in blocks[name])
             row["ratio"] = row["images_per_s"] / row["model_only_images_per_s"]
@@ -171,9 +204,11 @@ def main() -> None:
         f"`{record['command']}` at commit `{record['git_commit']}`, {record['time']}; torch {record['torch']}, "
         f"{record['threads']} torch threads; other processes used {busy:.0%} of the CPU just before.",
         "",
-        f"Images/s: median of {args.repeats} blocks of {args.steps} steps per row (range in brackets), the rows "
-        "taking turns in a rotated order. Rows above the last do the naive loop's work (flip, random erasing, "
-        "no EMA).",
+        f"Images/s: median of {args.repeats} blocks of {args.steps} steps per row (range in brackets), each block "
+        "in a fresh process, the rows taking turns in a rotated order. Rows above the last two do the naive "
+        "loop's work (flip, random erasing, no EMA). The naive loop and the rows that name glibc's default "
+        "allocator run with glibc's defaults; the other engine rows keep freed memory in the process "
+        "(dsm.allocator).",
         "",
         "| variant | images/s (full step) | model fwd+bwd+update only | ratio | speed-up vs naive |",
         "|---|---:|---:|---:|---:|",

@@ -89,9 +89,11 @@ class RunRecord:
     # the network's constructor arguments with the code defaults of the time (dsm.registry.resolved_options):
     # a record whose network a later default change altered is not reused (None: a record from before this field)
     architecture: dict[str, Any] | None = None
+    # the CPU process's memory allocator settings (dsm.allocator); None on a GPU and in records from before
+    allocator: str | None = None
 
     @classmethod
-    def start(cls, cfg: TrainConfig, data: Any, splits: Any, device: str) -> RunRecord:
+    def start(cls, cfg: TrainConfig, data: Any, splits: Any, device: str, allocator: str | None = None) -> RunRecord:
         from dsm.bench import device_name
 
         return cls(
@@ -109,6 +111,7 @@ class RunRecord:
             device=device_name(device),
             started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             architecture=architecture(cfg),
+            allocator=allocator,
         )
 
     @classmethod
@@ -118,7 +121,7 @@ class RunRecord:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def resumed(self, epoch: int, device: str) -> None:
+    def resumed(self, epoch: int, device: str, allocator: str | None = None) -> None:
         """Note a resume at ``epoch``: a run may continue under other code or on another machine."""
         from dsm.bench import device_name
 
@@ -128,6 +131,7 @@ class RunRecord:
                 "git_commit": git_commit(),
                 "versions": _versions(),
                 "device": device_name(device),
+                "allocator": allocator,
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
         )

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from timm.utils import ModelEmaV3
 from tqdm import tqdm
 
+from dsm.allocator import keep_freed_memory
 from dsm.augment import BatchAugment
 from dsm.checkpoint import load_checkpoint, model_state, save_checkpoint
 from dsm.config import TrainConfig
@@ -119,6 +120,8 @@ class Trainer:
         self.cfg, self.resume, self.show_progress = cfg.check(), resume, show_progress
         self.rank, self.world = _dist_info()
         self.device = pick_device(cfg.device)
+        # a CPU step frees and re-allocates the same buffers: keep them in the process (see dsm.allocator)
+        self.allocator = keep_freed_memory() if self.device.type == "cpu" else None
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.out = Path(cfg.out)
@@ -174,7 +177,7 @@ class Trainer:
             "bad_epochs": 0,
             "stopped_early": False,
         }
-        self.record = RunRecord.start(cfg, self.data, self.splits, str(self.device))
+        self.record = RunRecord.start(cfg, self.data, self.splits, str(self.device), self.allocator)
 
     def _check_withheld(self) -> None:
         """A copy of the data whose pixels of some rows were not sent (``withheld.json``) may train only on
@@ -246,7 +249,7 @@ class Trainer:
         # epoch, and the learning-rate schedule and the EMA warm-up read the step (same count on the same world)
         self.state["step"] = self.state["epoch"] * self.steps_per_epoch
         self.record = RunRecord.from_dict({**info["record"], "config": self.cfg.to_dict()})
-        self.record.resumed(self.state["epoch"], self.device)
+        self.record.resumed(self.state["epoch"], self.device, self.allocator)
         if self.state["best_epoch"] == self.state["epoch"] and self.rank == 0 and not self._best_is_current():
             self.save_best()  # the run stopped between writing last and best: last holds the best weights
         return True

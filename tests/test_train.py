@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from dsm.allocator import keep_freed_memory
 from dsm.checkpoint import load_checkpoint, load_model
 from dsm.cli import main
 from dsm.config import TrainConfig, recipe
@@ -81,6 +82,7 @@ def test_train_learns_and_writes_a_complete_run_record(toy, tmp_path):
     assert record["test_metrics"] == run["test_metrics"]
     for key in ("config", "git_commit", "versions", "device", "wall_time_s", "started", "finished"):
         assert key in run
+    assert run["allocator"] == keep_freed_memory()  # a CPU run says which allocator settings it trained with
     assert run["data"]["manifest_hash"] and run["data"]["split_sizes"] == {"train": 192, "val": 48, "test": 48}
     assert set(run["test_metrics"]) >= {
         "accuracy",
