@@ -106,7 +106,7 @@ def speedup_report(target: float, record: str | os.PathLike) -> str:
     rec = json.loads(path.read_text())
     rows = rec["rows"]
     naive, best = rows[0], max(rows, key=lambda r: r["speedup_vs_naive"])
-    trained = next((r for r in rows if r["variant"].startswith("the cpu recipe as trained")), None)
+    trained = next((r for r in rows if r["variant"].startswith("the cpu recipe as trained:")), None)
     as_trained = f", the `cpu` recipe as trained {trained['speedup_vs_naive']:.2f}x" if trained else ""
     verdict = "met" if best["speedup_vs_naive"] >= target else "**not met**"
     name = path.relative_to(CHECKOUT) if path.is_relative_to(CHECKOUT) else path
