@@ -303,7 +303,7 @@ class Trainer:
         # running sums stay on the device: reading them every step would stall a GPU behind the Python loop
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
-        seen, t0 = 0, time.perf_counter()
+        seen, t0, cpu0 = 0, time.perf_counter(), os.times()
         bar = tqdm(
             range(self.steps_per_epoch),
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -327,12 +327,15 @@ class Trainer:
                     )
                 bar.set_postfix(loss=f"{mean:.3f}", lr=f"{lr:.2e}")
         loss_sum, correct = float(loss_sum), int(correct)
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, os.times()
         return {
             "train_loss": loss_sum / seen,
             "train_acc": correct / seen,
             "lr": lr,
-            "time_s": dt,
+            "time_s": dt,  # wall time: a pause of the process counts
+            # this process's CPU time in the loop, all threads: a pause does not count, and kernel time shows
+            "cpu_user_s": cpu.user - cpu0.user,
+            "cpu_system_s": cpu.system - cpu0.system,
             "images_per_s": seen * self.world / dt,
         }
 

@@ -83,6 +83,7 @@ def test_train_learns_and_writes_a_complete_run_record(toy, tmp_path):
     for key in ("config", "git_commit", "versions", "device", "wall_time_s", "started", "finished"):
         assert key in run
     assert run["allocator"] == keep_freed_memory()  # a CPU run says which allocator settings it trained with
+    assert all(e["cpu_user_s"] > 0 and e["cpu_system_s"] >= 0 for e in run["epochs"])
     assert run["data"]["manifest_hash"] and run["data"]["split_sizes"] == {"train": 192, "val": 48, "test": 48}
     assert set(run["test_metrics"]) >= {
         "accuracy",
