@@ -2,9 +2,10 @@
 
 glibc hands blocks above its mmap threshold (128 KiB, growing to at most 32 MiB) back to the kernel when they
 are freed, and trims the top of its heap. A training step frees and re-allocates the same activation and
-gradient buffers every step, so each step pays for mapping and zero-filling those pages again: on the 2-core
-Xeon host, 8-12 % of the training process's CPU time was kernel time, and it went to ~0 with the settings below
-(the measurement is ``benchmarks/train_throughput.py``). PyTorch's CPU performance guide gets the same effect by
+gradient buffers every step, so each step pays the kernel for mapping and zero-filling those pages again
+(an epoch row's ``cpu_system_s`` shows it). With the settings below the ``cpu`` recipe trained at 158 instead
+of 134 images/s on the 2-core Xeon host (``benchmarks/results/train_throughput_fer2013_48_2threads_isolated.md``).
+PyTorch's CPU performance guide gets the same effect by
 preloading jemalloc or tcmalloc; this does it with the C library the process already has. It changes where
 memory comes from, never what is computed.
 """
@@ -19,7 +20,7 @@ import platform
 # mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _KEEP = 1 << 30  # blocks up to 1 GiB come from the heap, and up to 1 GiB of free heap top stays mapped
-_TOP_PAD = 64 << 20
+_SETTINGS = ((_M_MMAP_THRESHOLD, _KEEP), (_M_TRIM_THRESHOLD, _KEEP), (_M_TOP_PAD, 64 << 20))
 OFF_ENV = "DSM_MALLOC_TUNING"  # "0" leaves glibc's defaults
 _USER_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES", "LD_PRELOAD")
 
@@ -44,12 +45,8 @@ def keep_freed_memory() -> str:
         _applied = "the platform's default allocator"
     else:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        refused = [p for p, v in _settings() if libc.mallopt(p, v) != 1]
+        refused = [p for p, v in _SETTINGS if libc.mallopt(p, v) != 1]
         _applied = "glibc, freed memory kept (mmap and trim thresholds 1 GiB)"
         if refused:
             _applied = f"glibc, mallopt refused parameters {refused}"
     return _applied
-
-
-def _settings() -> list[tuple[int, int]]:
-    return [(_M_MMAP_THRESHOLD, _KEEP), (_M_TRIM_THRESHOLD, _KEEP), (_M_TOP_PAD, _TOP_PAD)]
