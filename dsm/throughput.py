@@ -62,6 +62,7 @@ def profile(cfg: TrainConfig, steps: int = 20, warmup: int = 3) -> dict:
         "channels_last": trainer.channels_last,
         "compile": cfg.compile,
         "threads": torch.get_num_threads(),
+        "allocator": trainer.allocator,
         "device": device_name(trainer.device),
         "steps": steps,
         "full_step_images_per_s": full_ips,

@@ -432,6 +432,7 @@ def test_profile_reports_throughput(toy, tmp_path):
 
     p = profile(_cfg(toy, tmp_path / "p"), steps=3, warmup=1)
     assert p["full_step_images_per_s"] > 0 and p["model_only_images_per_s"] > 0 and 0 < p["ratio"] < 10
+    assert p["allocator"] == keep_freed_memory()
 
 
 @pytest.mark.slow
