@@ -198,8 +198,22 @@ def finished_run(cfg: TrainConfig) -> dict[str, Any] | None:
         run = load_run(cfg.out)
     except (FileNotFoundError, ValueError):
         return None
-    same = run.get("status") == "finished" and cfg.same_run(run.get("config", {})) and _on_data_dir(run, cfg.data)
-    return run if same and run.get("architecture") in (None, architecture(cfg)) else None
+    return run if run.get("status") == "finished" and differs(cfg, run) is None else None
+
+
+def differs(cfg: TrainConfig, run: Mapping[str, Any], hashes: Collection[str] | None = None) -> str | None:
+    """What makes a run record another run than ``cfg`` trains: "config", "architecture" (the network's code
+    defaults changed since) or "data" (not the manifest ``hashes``, by default those of ``cfg.data``, read only
+    when config and architecture agree); None when it is the same run."""
+    if not cfg.same_run(run.get("config", {})):
+        return "config"
+    if run.get("architecture") not in (None, architecture(cfg)):
+        return "architecture"
+    if hashes is None:
+        from dsm.data.format import load_prepared
+
+        hashes = load_prepared(cfg.data).hashes
+    return None if trained_on(run, hashes) else "data"
 
 
 def architecture(cfg: TrainConfig) -> dict[str, Any]:
@@ -224,12 +238,6 @@ def trained_on(run: Mapping[str, Any], hashes: Collection[str]) -> bool:
     """Whether a run record was trained on the data with these manifest hashes (``Prepared.hashes``, which
     holds the current and the legacy form of one data set's hash)."""
     return (run.get("data") or {}).get("manifest_hash") in hashes
-
-
-def _on_data_dir(run: Mapping[str, Any], data: str) -> bool:
-    from dsm.data.format import load_prepared
-
-    return trained_on(run, load_prepared(data).hashes)
 
 
 def epochs_frame(run: dict[str, Any]) -> pd.DataFrame:

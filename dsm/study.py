@@ -538,31 +538,26 @@ class Experiment:
         a directory holding a run of another config, architecture or data (training starts it over, or
         refuses once it has a checkpoint). Reads run records only."""
         from dsm.data.format import load_prepared
-        from dsm.runs import architecture, finished_run, load_run, trained_on
+        from dsm.runs import differs, finished_run, load_run
 
         hashes = load_prepared(self.data_dir).hashes
         rows = []
         for variant in self.training_order():
             for cfg in self.configs(variant):
                 run, state = finished_run(cfg), "not started"
+                checkpoint = (Path(cfg.out) / "last.json").is_file()
                 if run is not None:  # its weights are not committed: a fresh clone has the record only
                     state = "finished" if (Path(cfg.out) / "best.json").is_file() else "finished (record only)"
                 else:
                     with contextlib.suppress(FileNotFoundError, ValueError):
                         partial = load_run(cfg.out)
-                        if not cfg.same_run(partial.get("config", {})):
-                            state = "other config"
-                        elif partial.get("architecture") not in (None, architecture(cfg)):
-                            state = "other architecture"  # the network's code defaults changed since
-                        elif not trained_on(partial, hashes):
-                            state = "other data"
+                        if why := differs(cfg, partial, hashes):
+                            then = "training refuses (move it away)" if checkpoint else "starts over"
+                            state = f"other {why}: {then}"
                         else:
                             state = f"epoch {len(partial.get('epochs') or [])} of {cfg.epochs} done"
-                            if partial.get("epochs") and not (Path(cfg.out) / "last.json").is_file():
+                            if partial.get("epochs") and not checkpoint:
                                 state += ", no checkpoint: starts over"
-                        if state.startswith("other"):
-                            blocked = (Path(cfg.out) / "last.json").is_file()
-                            state += ": training refuses (move it away)" if blocked else ": starts over"
                 acc = ((run or {}).get("test_metrics") or {}).get("accuracy")
                 rows.append(
                     {
@@ -579,7 +574,7 @@ class Experiment:
         data, some epochs recorded, not finished), so a page can draw how far a long schedule got. Such a
         record has no test metrics; the label says which epoch it reached."""
         from dsm.data.format import load_prepared
-        from dsm.runs import architecture, load_run, trained_on
+        from dsm.runs import differs, load_run
 
         hashes = load_prepared(self.data_dir).hashes
         out = {}
@@ -588,8 +583,7 @@ class Experiment:
                 with contextlib.suppress(FileNotFoundError, ValueError):
                     run = load_run(cfg.out)
                     n = len(run.get("epochs") or []) if run.get("status") != "finished" else 0
-                    same = cfg.same_run(run.get("config", {})) and trained_on(run, hashes)
-                    if n and same and run.get("architecture") in (None, architecture(cfg)):
+                    if n and differs(cfg, run, hashes) is None:
                         rel = Path(cfg.out).relative_to(self.runs_dir)
                         out[f"{rel} (unfinished: epoch {n} of {cfg.epochs})"] = run | {"variant": variant.name}
         return out

@@ -41,7 +41,7 @@ from dsm.data.protocols import class_balanced_sampler_weights, make_splits
 from dsm.metrics import classification_metrics
 from dsm.preprocess import to_model_input
 from dsm.registry import create_model
-from dsm.runs import RunRecord, architecture, load_run, trained_on
+from dsm.runs import RunRecord, differs, load_run
 
 CHECK_EVERY = 50  # training steps between reads of the running loss (a NaN check and the progress bar)
 
@@ -226,12 +226,13 @@ class Trainer:
         if not (self.out / "last.json").is_file():
             return False
         tensors, info = load_checkpoint(self.out / "last")
-        if not self.cfg.same_run(info["config"]):
-            raise ValueError(f"{self.out / 'last.json'}: written by a different config; use a new --out")
-        if info["record"].get("architecture") not in (None, architecture(self.cfg)):
-            raise ValueError(f"{self.out / 'last.json'}: its network's code defaults changed since; use a new --out")
-        if not trained_on(info["record"], self.data.hashes):
-            raise ValueError(f"{self.out / 'last.json'}: trained on other data than {self.cfg.data}; use a new --out")
+        if why := differs(self.cfg, {**info["record"], "config": info["config"]}, self.data.hashes):
+            problem = {
+                "config": "written by a different config",
+                "architecture": "its network's code defaults changed since",
+                "data": f"trained on other data than {self.cfg.data}",
+            }[why]
+            raise ValueError(f"{self.out / 'last.json'}: {problem}; use a new --out")
         self.model.load_state_dict(model_state(tensors))
         if self.ema is not None:
             self.ema.load_state_dict(model_state(tensors, "ema."))
