@@ -9,11 +9,13 @@ torchvision transforms, a DataLoader, NCHW tensors, glibc's default allocator. T
 same work (horizontal flip and random erasing, no weight EMA) and change one thing at a time
 (batched tensor input path, freed memory kept by ``dsm.allocator``, channels_last, batch size,
 torch.compile and its mode); the last rows are the ``cpu`` recipe as it trains, with its affine
-augmentation and weight EMA on top, with and without the allocator setting. Every row is measured
-``--repeats`` times, each block in a fresh process (an allocator setting lasts for the process, and no row
-inherits another's heap), the rows in a rotated order each round so that a machine that gets busier slows all
-of them alike; the record gives the median and the range.
-Writes a Markdown table and a JSON record (command, git commit, torch version, device,
+augmentation and weight EMA on top, with and without the allocator setting. The rows named "bf16 autocast"
+are not the same arithmetic: convolutions and matrix products round to bfloat16 (``amp_cpu``), which pays
+only on a CPU that multiplies bf16 in hardware (AMX, AVX512-BF16; the record names the CPU's flags).
+Every row is measured ``--repeats`` times, each block in a fresh process (an allocator setting lasts for the
+process, and no row inherits another's heap), the rows in a rotated order each round so that a machine that
+gets busier slows all of them alike; the record gives the median and the range.
+Writes a Markdown table and a JSON record (command, git commit, torch version, device and its bf16 flags,
 data manifest hash, how busy the CPU was before), each through a temporary file.
 """
 
@@ -36,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from dsm.allocator import OFF_ENV, keep_freed_memory
-from dsm.bench import cpu_busy, device_name
+from dsm.bench import cpu_bf16_flags, cpu_busy, device_name
 from dsm.config import recipe
 from dsm.data.format import load_prepared
 from dsm.registry import create_model
@@ -106,6 +108,11 @@ VARIANTS = [
     ),
     ("the cpu recipe as trained, glibc's default allocator", {"compile": True}),
     ("the cpu recipe as trained: + affine augmentation + weight EMA", {"compile": True}),
+    # not the same rounding: bf16 autocast (amp_cpu), for CPUs that multiply bf16 in hardware
+    ("bf16 autocast: channels_last, batch 128", {"batch_size": 128, "amp_cpu": True, **SAME_WORK}),
+    ("bf16 autocast: channels_last, batch 128, torch.compile", {"compile": True, "amp_cpu": True, **SAME_WORK}),
+    ("bf16 autocast: the cpu recipe as trained", {"amp_cpu": True}),
+    ("bf16 autocast: the cpu recipe as trained, torch.compile", {"compile": True, "amp_cpu": True}),
 ]
 ROW_ENV = {
     "engine: batched tensor input, NCHW, batch 64": DEFAULT_MALLOC,
@@ -189,6 +196,8 @@ def main() -> None:
         "cpu_busy_before": busy,
         "git_commit": git_commit(),
         "device": device_name("cpu"),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16_flags": cpu_bf16_flags(),
         "dataset": prepared.manifest.get("dataset"),
         "manifest_hash": prepared.hash,
         "image_size": size,
@@ -202,11 +211,15 @@ def main() -> None:
         f"# Training throughput, dsm_net, {prepared.manifest.get('dataset')} {size}x{size}, {record['device']}",
         "",
         f"`{record['command']}` at commit `{record['git_commit']}`, {record['time']}; torch {record['torch']}, "
-        f"{record['threads']} torch threads; other processes used {busy:.0%} of the CPU just before.",
+        f"{record['threads']} torch threads; other processes used {busy:.0%} of the CPU just before. "
+        f"CPU kernels: {record['cpu_capability']}; bf16 in hardware: "
+        f"{', '.join(record['cpu_bf16_flags']) or 'none'}.",
         "",
         f"Images/s: median of {args.repeats} blocks of {args.steps} steps per row (range in brackets), each block "
-        "in a fresh process, the rows taking turns in a rotated order. Rows above the last two do the naive "
-        "loop's work (flip, random erasing, no EMA). The naive loop and the rows that name glibc's default "
+        "in a fresh process, the rows taking turns in a rotated order. Rows that do not name the cpu recipe do "
+        "the naive loop's work (flip, random erasing, no EMA); rows named bf16 autocast round convolutions and "
+        "matrix products to bfloat16, which is not the naive loop's arithmetic. The naive loop and the rows "
+        "that name glibc's default "
         "allocator run with glibc's defaults; the other engine rows keep freed memory in the process "
         "(dsm.allocator).",
         "",

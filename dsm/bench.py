@@ -130,6 +130,20 @@ def device_name(device: torch.device | str, threads: int | None = None) -> str:
     return f"cpu: {cpu}, {threads or torch.get_num_threads()} threads"
 
 
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
+    """Which of the CPU's flags multiply bf16 in hardware: where bf16 autocast pays, and where it does not,
+    since two hosts with the same model name may differ (/proc/cpuinfo; empty where it is absent)."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), [])
+    except OSError:
+        return []
+    return [f for f in BF16_FLAGS if f in flags]
+
+
 def _timer(fn: Callable[[], object], device: torch.device) -> Callable[[], float]:
     """Return a callable that runs ``fn`` once and gives its wall time in ms."""
     if device.type == "cuda":

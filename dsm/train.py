@@ -276,8 +276,8 @@ class Trainer:
         cfg = self.cfg
         for g in self.optimizer.param_groups:
             g["lr"] = lr
-        amp = cfg.amp and self.device.type == "cuda"
-        with torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext():
+        amp = cfg.amp if self.device.type == "cuda" else cfg.amp_cpu
+        with torch.autocast(self.device.type, dtype=torch.bfloat16) if amp else nullcontext():
             logits = self.train_model(xb)
             loss = F.cross_entropy(logits.float(), target, label_smoothing=cfg.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)

@@ -176,3 +176,12 @@ def test_a_broken_recorded_benchmark_names_its_file(tmp_path):
         (tmp_path / "bench.json").write_text(text)
         with pytest.raises(ValueError, match=r"bench.json: not a recorded benchmark \((JSONDecodeError|KeyError)"):
             load_results(tmp_path / "bench.json")
+
+
+def test_cpu_bf16_flags_reads_the_flags_line(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("model name\t: Some CPU\nflags\t\t: fpu avx2 avx512f avx512_bf16 fma\nbugs\t: amx_bf16\n")
+    assert dsm.bench.cpu_bf16_flags(str(info)) == ["avx512_bf16"]  # only the flags line counts
+    info.write_text("model name\t: Some CPU\nflags\t\t: fpu avx2 fma\n")
+    assert dsm.bench.cpu_bf16_flags(str(info)) == []
+    assert dsm.bench.cpu_bf16_flags(str(tmp_path / "absent")) == []

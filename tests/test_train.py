@@ -209,6 +209,12 @@ def test_compile_mode_is_checked_and_only_an_execution_setting():
     assert TrainConfig(compile=True, compile_mode="reduce-overhead").check().same_run(TrainConfig().to_dict())
 
 
+def test_bf16_autocast_on_the_cpu_is_another_run():
+    # unlike compile or channels_last it changes the rounding of every conv, so a resume may not switch it
+    assert not TrainConfig(amp_cpu=True).same_run(TrainConfig().to_dict())
+    assert TrainConfig().same_run({k: v for k, v in TrainConfig().to_dict().items() if k != "amp_cpu"})
+
+
 def test_time_limit_must_be_positive():
     with pytest.raises(ValueError, match="time_limit must be a positive number or null, got 0"):
         TrainConfig(time_limit=0).check()
@@ -297,6 +303,7 @@ OPTIONS = {
     "warmup_epochs": 0.5,
     "grad_clip": 1e-3,  # small enough to clip
     "balanced_sampling": True,
+    "amp_cpu": True,  # bf16 autocast: other rounding, so other losses
 }
 
 
