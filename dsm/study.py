@@ -95,6 +95,7 @@ TARGETS: dict[str, Targets] = {
     )
 }
 
+OTHER_ROUNDING = "bf16 autocast"  # how benchmarks/train_throughput.py names rows that are not the naive arithmetic
 CHECKOUT = Path(__file__).resolve().parents[1]  # benchmarks/ lives here in a git checkout, not in a wheel
 
 
@@ -104,11 +105,21 @@ def speedup_report(target: float, record: str | os.PathLike) -> str:
     if not path.is_file():
         return f"- CPU training step {target:g}x the naive one: no throughput record at `{path}` (see benchmarks/)"
     rec = json.loads(path.read_text())
-    rows = rec["rows"]
+    # the target asks for the same maths: rows with bf16 autocast round otherwise, so they are named, not counted
+    other, rows = [], []
+    for r in rec["rows"]:
+        (other if r["variant"].startswith(OTHER_ROUNDING) else rows).append(r)
     naive, best = rows[0], max(rows, key=lambda r: r["speedup_vs_naive"])
     trained = next((r for r in rows if r["variant"].startswith("the cpu recipe as trained:")), None)
     as_trained = f", the `cpu` recipe as trained {trained['speedup_vs_naive']:.2f}x" if trained else ""
     verdict = "met" if best["speedup_vs_naive"] >= target else "**not met**"
+    if other:
+        fastest = max(other, key=lambda r: r["speedup_vs_naive"])
+        bf16 = ", ".join(rec.get("cpu_bf16_flags", [])) or "none"
+        as_trained += (
+            f"; not counted, as its rounding differs: {fastest['speedup_vs_naive']:.2f}x ({fastest['variant']}; "
+            f"the CPU's bf16 flags: {bf16})"
+        )
     name = path.relative_to(CHECKOUT) if path.is_relative_to(CHECKOUT) else path
     return (
         f"- CPU training step at least {target:g}x as fast as the naive one ({naive['images_per_s']:.0f} images/s, "

@@ -383,3 +383,25 @@ def test_executed_notebooks_keep_no_per_cell_timings():
     reproduce._clean(nb, "New")
     assert nb.cells[0].source == "# New\n" and nb.metadata["papermill"]["start_time"] == "t0"
     assert all("papermill" not in c.metadata and "execution" not in c.metadata for c in nb.cells)
+
+
+def test_speedup_report_counts_only_rows_of_the_same_arithmetic(tmp_path):
+    def row(variant: str, speedup: float) -> dict:
+        return {"variant": variant, "images_per_s": 80 * speedup, "speedup_vs_naive": speedup}
+
+    rec = {"device": "cpu: X, 2 threads", "git_commit": "abcdef0123", "time": "t", "cpu_bf16_flags": ["amx_bf16"]}
+    rec["rows"] = [row("naive", 1.0), row("+ channels_last", 1.8), row("the cpu recipe as trained: + EMA", 1.7)]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(rec))
+    line = study.speedup_report(2.5, path)
+    assert "**not met**; best 1.80x (+ channels_last), the `cpu` recipe as trained 1.70x" in line
+    assert "not counted" not in line
+    rec["rows"].append(row("bf16 autocast: the cpu recipe as trained", 2.6))
+    path.write_text(json.dumps(rec))
+    line = study.speedup_report(2.5, path)  # faster, but other rounding: still not met
+    assert "**not met**; best 1.80x" in line
+    assert "not counted, as its rounding differs: 2.60x (bf16 autocast: the cpu recipe as trained" in line
+    assert "bf16 flags: amx_bf16" in line
+    rec["rows"].append(row("channels_last, batch 64, torch.compile", 2.5))
+    path.write_text(json.dumps(rec))
+    assert ": met; best 2.50x" in study.speedup_report(2.5, path)
