@@ -121,26 +121,26 @@ def device_name(device: torch.device | str, threads: int | None = None) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = _cpuinfo("model name") or platform.processor() or platform.machine()
     return f"cpu: {cpu}, {threads or torch.get_num_threads()} threads"
 
 
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
+def _cpuinfo(field: str, path: str = "/proc/cpuinfo") -> str | None:
+    """The first ``field`` of /proc/cpuinfo (None where the file or the field is absent)."""
+    try:
+        with open(path) as f:
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.split(":", 1)[0].strip() == field), None)
+    except OSError:
+        return None
+
+
 def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
     """Which of the CPU's flags multiply bf16 in hardware: where bf16 autocast pays, and where it does not,
-    since two hosts with the same model name may differ (/proc/cpuinfo; empty where it is absent)."""
-    try:
-        with open(cpuinfo) as f:
-            flags = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")), [])
-    except OSError:
-        return []
+    since two hosts with the same model name may differ (empty where /proc/cpuinfo is absent)."""
+    flags = (_cpuinfo("flags", cpuinfo) or "").split()
     return [f for f in BF16_FLAGS if f in flags]
 
 

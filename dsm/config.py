@@ -61,9 +61,9 @@ class TrainConfig:
     # torch.compile's mode when compiling; "reduce-overhead" replays each step as a CUDA graph, for a GPU whose
     # steps are launch-bound (a small network, or a sandbox where each kernel launch is slow)
     compile_mode: str | None = None
-    amp: bool = True  # bf16 autocast on CUDA only
-    # bf16 autocast on the CPU as well: ~1.4x faster steps where the CPU multiplies bf16 in hardware (AMX,
-    # AVX512-BF16; benchmarks/), slower elsewhere. Rounding differs from fp32, so it is part of the run
+    amp: bool = True  # bf16 autocast on CUDA
+    # bf16 autocast on the CPU: pays only where the CPU multiplies bf16 in hardware (AMX, AVX512-BF16; the bf16
+    # rows of benchmarks/results/train_throughput_*). Rounding differs from fp32, so it is part of the run
     amp_cpu: bool = False
     eval_batch_size: int = 256
     limit_train_batches: int | None = None  # for smoke tests
