@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
+from dsm.data.format import sha256_file
 from dsm.errors import one_line
 from dsm.registry import create_model
 
@@ -127,13 +128,31 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     st_path, js_path = checkpoint_paths(path)
     _check_deployable(info, js_path)
     model = build_model(info, js_path)
+    _load_weights(model, tensors, st_path, f"the model {js_path.name} describes")
+    return model.to(device).eval(), info
+
+
+def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], st_path: Path, what: str) -> None:
     try:
         missing, unexpected = model.load_state_dict(model_state(tensors), strict=False)
-    except RuntimeError as e:  # shapes that disagree with the JSON (e.g. another number of classes)
-        detail = one_line(e)[:300]
-        raise CheckpointError(f"{st_path}: weights do not fit the model {js_path.name} describes ({detail})") from None
+    except RuntimeError as e:  # shapes that disagree (e.g. another number of classes)
+        raise CheckpointError(f"{st_path}: weights do not fit {what} ({one_line(e)[:300]})") from None
     if missing or unexpected:
-        raise CheckpointError(
-            f"{st_path}: weights do not fit the model (missing {missing[:3]}, extra {unexpected[:3]})"
-        )
-    return model.to(device).eval(), info
+        raise CheckpointError(f"{st_path}: weights do not fit {what} (missing {missing[:3]}, extra {unexpected[:3]})")
+
+
+def init_weights(model: nn.Module, path: str | Path) -> dict[str, Any]:
+    """Start a training ``model`` from a checkpoint's weights (``TrainConfig.init_from``): fine-tuning, or one
+    more leg of a schedule whose optimiser state was not kept. Returns what the run record keeps of the start:
+    the checkpoint's path, sha256 and id, and the run and epoch it came from."""
+    tensors, info = load_checkpoint(path)
+    st_path, _ = checkpoint_paths(path)
+    _load_weights(model, tensors, st_path, "the model this run trains")
+    config = info.get("config") if isinstance(info.get("config"), dict) else {}
+    return {
+        "path": str(st_path.with_suffix("")),
+        "sha256": sha256_file(st_path),
+        "id": info.get("id"),
+        "run": config.get("out"),
+        "epoch": info.get("epoch"),
+    }

@@ -30,6 +30,9 @@ class TrainConfig:
     modulator: str | None = "dsm"
     modulator_opts: dict[str, Any] = field(default_factory=dict)
     model_opts: dict[str, Any] = field(default_factory=dict)
+    # a checkpoint (a run's ``best``, the released model) whose weights start the run instead of a random init:
+    # fine-tuning, or one more leg of a schedule longer than a session; the record keeps its sha256 (``init``)
+    init_from: str | None = None
     input_size: int = 112
     in_chans: int | None = None  # default: the data set's channels
     # optimisation
@@ -108,6 +111,8 @@ class TrainConfig:
         for name in ("grad_clip", "time_limit"):
             if getattr(self, name) is not None and not (number(getattr(self, name)) and getattr(self, name) > 0):
                 raise bad(name, "a positive number or null")
+        if self.init_from is not None and not (isinstance(self.init_from, str) and self.init_from):
+            raise bad("init_from", "a checkpoint path or null")
         if self.compile_mode not in COMPILE_MODES:
             raise bad("compile_mode", f"one of {', '.join(map(str, COMPILE_MODES))}")
         if not (number(self.val_fraction) and 0 < self.val_fraction < 1):

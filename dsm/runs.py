@@ -91,6 +91,8 @@ class RunRecord:
     architecture: dict[str, Any] | None = None
     # the CPU process's memory allocator settings (dsm.allocator); None on a GPU and in records from before
     allocator: str | None = None
+    # the checkpoint whose weights started the run (dsm.checkpoint.init_weights); None: a random init
+    init: dict[str, Any] | None = None
 
     @classmethod
     def start(cls, cfg: TrainConfig, data: Any, splits: Any, device: str, allocator: str | None = None) -> RunRecord:

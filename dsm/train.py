@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from dsm.allocator import keep_freed_memory
 from dsm.augment import BatchAugment
-from dsm.checkpoint import load_checkpoint, model_state, save_checkpoint
+from dsm.checkpoint import init_weights, load_checkpoint, model_state, save_checkpoint
 from dsm.config import TrainConfig
 from dsm.data.format import WITHHELD, Prepared, load_prepared
 from dsm.data.protocols import class_balanced_sampler_weights, make_splits
@@ -356,10 +356,14 @@ class Trainer:
         """Train to the end of the schedule (or an early stop), then ``finish``. With ``time_limit`` or
         ``defer_test`` it may return first, the run resumable and its record still "running"."""
         cfg = self.cfg
-        if self.resume and self.load_last() and self.rank == 0:
-            print(f"resumed {self.out} at epoch {self.state['epoch']}", flush=True)
-        elif self.resume and self.rank == 0:
-            self._warn_lost_checkpoint()
+        if self.resume and self.load_last():
+            if self.rank == 0:
+                print(f"resumed {self.out} at epoch {self.state['epoch']}", flush=True)
+        else:
+            if self.resume and self.rank == 0:
+                self._warn_lost_checkpoint()
+            if cfg.init_from:
+                self._init_weights()
         self.record.world_size = max(self.record.world_size, self.world)  # the most processes it ever trained on
         finished = self._finished_record()
         if self.rank == 0 and finished is None:  # a finished record keeps its final metrics
@@ -410,6 +414,13 @@ class Trainer:
                 )
             return self.record.to_dict()
         return self.finish()
+
+    def _init_weights(self) -> None:
+        """Start from ``init_from``'s weights (model and EMA); a resume reads ``last`` instead, so a run that
+        has begun no longer needs the file."""
+        self.record.init = init_weights(self.model, self.cfg.init_from)
+        if self.ema is not None:
+            self.ema.module.load_state_dict(self.model.state_dict())
 
     def _warn_lost_checkpoint(self) -> None:
         """Say so when a resume finds a run record with epochs but no ``last`` checkpoint to continue from

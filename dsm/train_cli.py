@@ -28,6 +28,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="YAML file of TrainConfig fields")
     p.add_argument("--model", default=None, help="dsm_net or timm:<arch>")
     p.add_argument("--modulator", default=None, help="registered modulator, or none")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        metavar="CHECKPOINT",
+        help="start from this checkpoint's weights (a run's best, or dsm/assets/checkpoints/fer2013_dsm_net) "
+        "instead of a random init",
+    )
     p.add_argument("--input-size", type=int, default=None)
     p.add_argument("--in-chans", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None)
@@ -67,6 +74,7 @@ _FLAGS = (
     "data",
     "model",
     "modulator",
+    "init_from",
     "input_size",
     "in_chans",
     "epochs",

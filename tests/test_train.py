@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from dsm.allocator import keep_freed_memory
-from dsm.checkpoint import load_checkpoint, load_model
+from dsm.checkpoint import CheckpointError, load_checkpoint, load_model
 from dsm.cli import main
 from dsm.config import TrainConfig, recipe
-from dsm.data.format import PreparedWriter, load_prepared
+from dsm.data.format import PreparedWriter, load_prepared, sha256_file
 from dsm.evaluate import evaluate, predict_proba
 from dsm.runs import load_run, run_or_load, summarize
 from dsm.train import Trainer, lr_at, train
@@ -313,6 +313,44 @@ def test_each_training_option_changes_training(toy, tmp_path, baseline_epoch, op
     losses = run["epochs"][0]["train_loss"], run["epochs"][0]["val_loss"]
     assert run["status"] == "finished" and np.isfinite(losses).all()
     assert losses != baseline_epoch  # the option reached the training loop (same seed otherwise)
+
+
+def test_init_from_starts_the_run_from_a_checkpoints_weights(toy, tmp_path):
+    first = train(_cfg(toy, tmp_path / "a", epochs=1), show_progress=False)
+    start = tmp_path / "a" / "best"
+    params = [n for n, _ in load_model(start)[0].named_parameters()]
+    # lr 0: AdamW moves no weight (its decay is scaled by lr too), so the run ends on the weights it started from
+    cfg = _cfg(toy, tmp_path / "b", epochs=1, lr=0.0, ema_decay=0.9, init_from=str(start))
+    run = train(cfg, show_progress=False)
+    began, ended = load_checkpoint(start)[0], load_checkpoint(tmp_path / "b" / "best")[0]
+    for n in params:
+        torch.testing.assert_close(ended[f"model.{n}"], began[f"model.{n}"])
+    assert run["init"]["sha256"] == sha256_file(start.with_suffix(".safetensors"))
+    assert run["init"]["id"] == load_checkpoint(start)[1]["id"] and run["init"]["run"] == first["config"]["out"]
+    assert first["init"] is None
+    # without it the same config starts from a random init
+    scratch = train(cfg.replace(init_from=None, out=str(tmp_path / "c")), show_progress=False)
+    name = f"model.{params[0]}"
+    assert not torch.equal(load_checkpoint(tmp_path / "c" / "best")[0][name], began[name])
+    assert scratch["epochs"][0]["train_loss"] != run["epochs"][0]["train_loss"]
+    # a run that has begun resumes from its own checkpoint: the start file may be gone
+    for f in start.parent.glob("best.*"):
+        f.unlink()
+    assert train(cfg, show_progress=False)["test_metrics"] == run["test_metrics"]
+
+
+def test_init_from_weights_of_another_network_is_a_one_line_error(toy, tmp_path, capsys):
+    train(_cfg(toy, tmp_path / "a", epochs=1), show_progress=False)
+    cfg = _cfg(toy, tmp_path / "b", epochs=1, modulator="se", init_from=str(tmp_path / "a" / "best"))
+    with pytest.raises(CheckpointError, match=r"a/best\.safetensors: weights do not fit the model this run trains"):
+        train(cfg, show_progress=False)
+    with pytest.raises(CheckpointError, match=r"nothing\.safetensors: checkpoint file missing"):
+        train(cfg.replace(init_from=str(tmp_path / "nothing")), show_progress=False)
+    assert not (tmp_path / "b").exists()  # nothing written for a run that could not start
+    argv = ["train", "--data", str(toy), "--recipe", "smoke", "--out", str(tmp_path / "b")]
+    assert main([*argv, "--init-from", str(tmp_path / "nothing")]) == 2
+    assert "nothing.safetensors: checkpoint file missing" in _one_line_error(capsys, "train")
+    assert not (tmp_path / "b").exists()
 
 
 def test_early_stopping_on_validation_loss(toy, tmp_path):
