@@ -144,6 +144,12 @@ def cpu_bf16_flags(cpuinfo: str = "/proc/cpuinfo") -> list[str]:
     return [f for f in BF16_FLAGS if f in flags]
 
 
+def cpu_emulates_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether /proc/cpuinfo shows an x86 CPU with no bf16 multiply in hardware, where bf16 autocast is emulated
+    and many times slower than fp32 (False where it cannot tell: no such file, or no flags line)."""
+    return _cpuinfo("flags", cpuinfo) is not None and not cpu_bf16_flags(cpuinfo)
+
+
 def _timer(fn: Callable[[], object], device: torch.device) -> Callable[[], float]:
     """Return a callable that runs ``fn`` once and gives its wall time in ms."""
     if device.type == "cuda":

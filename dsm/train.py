@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from dsm.allocator import keep_freed_memory
 from dsm.augment import BatchAugment
+from dsm.bench import cpu_emulates_bf16
 from dsm.checkpoint import init_weights, load_checkpoint, model_state, save_checkpoint
 from dsm.config import TrainConfig
 from dsm.data.format import WITHHELD, Prepared, load_prepared
@@ -124,6 +125,12 @@ class Trainer:
         self.allocator = keep_freed_memory() if self.device.type == "cpu" else None
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        if self.device.type == "cpu" and cfg.amp_cpu and self.rank == 0 and cpu_emulates_bf16():
+            warnings.warn(
+                "amp_cpu: this CPU has neither AMX nor AVX512-BF16 (/proc/cpuinfo flags), so bf16 autocast is "
+                "emulated and trains many times slower than fp32",
+                stacklevel=2,
+            )
         self.out = Path(cfg.out)
         self.data: Prepared = load_prepared(cfg.data)
         self.splits = make_splits(self.data, cfg.protocol, cfg.run_index, cfg.fold, cfg.val_fraction, cfg.seed)

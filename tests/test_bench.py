@@ -185,3 +185,9 @@ def test_cpu_bf16_flags_reads_the_flags_line(tmp_path):
     info.write_text("model name\t: Some CPU\nflags\t\t: fpu avx2 fma\n")
     assert dsm.bench.cpu_bf16_flags(str(info)) == []
     assert dsm.bench.cpu_bf16_flags(str(tmp_path / "absent")) == []
+    assert dsm.bench.cpu_emulates_bf16(str(info))  # an x86 CPU without them
+    info.write_text("model name\t: Some CPU\nflags\t\t: fpu avx2 amx_bf16\n")
+    assert not dsm.bench.cpu_emulates_bf16(str(info))
+    info.write_text("processor\t: 0\nFeatures\t: fp asimd bf16\n")  # an ARM CPU: no flags line, cannot tell
+    assert not dsm.bench.cpu_emulates_bf16(str(info))
+    assert not dsm.bench.cpu_emulates_bf16(str(tmp_path / "absent"))

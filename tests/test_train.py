@@ -215,6 +215,16 @@ def test_bf16_autocast_on_the_cpu_is_another_run():
     assert TrainConfig().same_run({k: v for k, v in TrainConfig().to_dict().items() if k != "amp_cpu"})
 
 
+@pytest.mark.parametrize("emulated", [True, False])
+def test_bf16_autocast_on_a_cpu_without_bf16_hardware_warns(toy, tmp_path, monkeypatch, emulated):
+    monkeypatch.setattr("dsm.train.cpu_emulates_bf16", lambda: emulated)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Trainer(_cfg(toy, tmp_path / "run", amp_cpu=True), show_progress=False)
+    slow = [w for w in caught if "bf16 autocast is emulated" in str(w.message)]
+    assert len(slow) == emulated
+
+
 def test_time_limit_must_be_positive():
     with pytest.raises(ValueError, match="time_limit must be a positive number or null, got 0"):
         TrainConfig(time_limit=0).check()
