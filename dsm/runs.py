@@ -205,17 +205,32 @@ def finished_run(cfg: TrainConfig) -> dict[str, Any] | None:
 
 def differs(cfg: TrainConfig, run: Mapping[str, Any], hashes: Collection[str] | None = None) -> str | None:
     """What makes a run record another run than ``cfg`` trains: "config", "architecture" (the network's code
-    defaults changed since) or "data" (not the manifest ``hashes``, by default those of ``cfg.data``, read only
-    when config and architecture agree); None when it is the same run."""
+    defaults changed since), "init" (``init_from`` is now another file than the run started from) or "data"
+    (not the manifest ``hashes``, by default those of ``cfg.data``, read only when the rest agrees); None when
+    it is the same run."""
     if not cfg.same_run(run.get("config", {})):
         return "config"
     if run.get("architecture") not in (None, architecture(cfg)):
         return "architecture"
+    if cfg.init_from and not _same_init(cfg.init_from, run.get("init")):
+        return "init"
     if hashes is None:
         from dsm.data.format import load_prepared
 
         hashes = load_prepared(cfg.data).hashes
     return None if trained_on(run, hashes) else "data"
+
+
+def _same_init(path: str, init: Mapping[str, Any] | None) -> bool:
+    """Whether the checkpoint at ``path`` is the one a run started from (its recorded sha256). A start file that
+    is gone (checkpoints are not committed) cannot tell, so a finished run stands."""
+    from dsm.checkpoint import checkpoint_paths
+    from dsm.data.format import sha256_file
+
+    st_path, _ = checkpoint_paths(path)
+    if not st_path.is_file():
+        return True
+    return init is not None and init.get("sha256") == sha256_file(st_path)
 
 
 def architecture(cfg: TrainConfig) -> dict[str, Any]:

@@ -238,6 +238,7 @@ class Trainer:
                 "config": "written by a different config",
                 "architecture": "its network's code defaults changed since",
                 "data": f"trained on other data than {self.cfg.data}",
+                "init": f"started from another checkpoint than {self.cfg.init_from} holds now",
             }[why]
             raise ValueError(f"{self.out / 'last.json'}: {problem}; use a new --out")
         self.model.load_state_dict(model_state(tensors))

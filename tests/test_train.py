@@ -19,7 +19,7 @@ from dsm.cli import main
 from dsm.config import TrainConfig, recipe
 from dsm.data.format import PreparedWriter, load_prepared, sha256_file
 from dsm.evaluate import evaluate, predict_proba
-from dsm.runs import load_run, run_or_load, summarize
+from dsm.runs import differs, finished_run, load_run, run_or_load, summarize
 from dsm.train import Trainer, lr_at, train
 
 CLASSES = ["neutral", "happiness", "sadness", "surprise"]
@@ -343,6 +343,17 @@ def test_init_from_starts_the_run_from_a_checkpoints_weights(toy, tmp_path):
     name = f"model.{params[0]}"
     assert not torch.equal(load_checkpoint(tmp_path / "c" / "best")[0][name], began[name])
     assert scratch["epochs"][0]["train_loss"] != run["epochs"][0]["train_loss"]
+    # another file at the start path is another run: not reloaded as finished, and a resume refuses
+    assert finished_run(cfg) is not None
+    saved = {f.name: f.read_bytes() for f in start.parent.glob("best.*")}
+    for f in (tmp_path / "c").glob("best.*"):
+        (start.parent / f.name).write_bytes(f.read_bytes())
+    assert finished_run(cfg) is None and differs(cfg, run) == "init"
+    with pytest.raises(ValueError, match=r"b/last\.json: started from another checkpoint than .*a/best holds now"):
+        train(cfg, show_progress=False)
+    for name, data in saved.items():
+        (start.parent / name).write_bytes(data)
+    assert differs(cfg, run) is None
     # a run that has begun resumes from its own checkpoint: the start file may be gone
     for f in start.parent.glob("best.*"):
         f.unlink()
