@@ -180,7 +180,15 @@ def _check_keys(run: Mapping[str, Any], path: Path, keys: Collection[str]) -> No
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
     """The run record in ``run_dir``; ValueError naming the file if it is not one."""
-    path = Path(run_dir) / "run.json"
+    run = read_record(Path(run_dir) / "run.json")
+    run["run_dir"] = str(run_dir)
+    return run
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    """A run record file (``run.json``, or a released model's ``NAME.run.json``); ValueError naming the file
+    if it is not one, FileNotFoundError if it is absent."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no run record")
     try:
@@ -190,7 +198,6 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     if not isinstance(run, dict):
         raise ValueError(f"{path}: not a run record (a JSON {type(run).__name__}, not an object)")
     _check_keys(run, path, RECORD_KEYS)
-    run["run_dir"] = str(run_dir)
     return run
 
 

@@ -132,3 +132,23 @@ def test_release_to_a_folder_is_refused(tmp_path, capsys):
         assert main(["release", str(run), "--dest", dest]) == 2
         assert "a folder; give the checkpoint's base path inside it" in capsys.readouterr().err
     assert list((tmp_path / "dest").iterdir()) == [] and not (tmp_path / "new").exists()
+
+
+def test_a_released_model_is_a_candidate_of_the_next_release(tmp_path):
+    """Run directories are not committed: the next release is chosen against the current one."""
+    rel = tmp_path / "rel" / "model"
+    release(fake_run(tmp_path / "a", val=0.60, test=0.50), rel)
+    better = fake_run(tmp_path / "b", val=0.65, test=0.52)
+    assert choose([better, rel]) == better
+    release(better, rel)
+    assert json.loads(rel.with_suffix(".run.json").read_text())["val_metrics"] == {"accuracy": 0.65}
+    worse = fake_run(tmp_path / "c", val=0.62, test=0.70)  # by validation, never by test
+    assert choose([worse, rel]) == rel
+    before = {f.name: f.stat().st_mtime_ns for f in rel.parent.iterdir()}
+    assert release(rel, str(rel) + ".safetensors") == rel.with_suffix(".safetensors")  # onto itself: nothing written
+    assert {f.name: f.stat().st_mtime_ns for f in rel.parent.iterdir()} == before
+    other = fake_run(tmp_path / "other", val=0.9, test=0.9, dataset="rafdb")
+    with pytest.raises(CheckpointError, match=r"other/run.json: validated on another data set or split than .*model"):
+        choose([rel, other])
+    with pytest.raises(CheckpointError, match=r"nothing\.run\.json: no run record \(not a run directory or a released"):
+        choose([tmp_path / "nothing"])
