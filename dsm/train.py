@@ -213,6 +213,7 @@ class Trainer:
             "input": {"size": self.size, "channels": self.in_chans},
             "dataset": self.record.data["dataset"],
             "config": self.cfg.to_dict(),
+            **({"init": self.record.init} if self.record.init else {}),  # the checkpoint names where it began
             **extra,
         }
 

@@ -442,6 +442,26 @@ def _pct_text(x: float | None) -> str:
     return "not recorded" if x is None else f"{100 * x:.2f} %"
 
 
+def started_from(path: str | os.PathLike, info: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """What a run that began from another checkpoint's weights (``TrainConfig.init_from``) started from: the
+    ``init`` of the checkpoint's JSON or, where that lacks it, of the run record beside it (a released
+    ``NAME.run.json``, or a run directory's ``run.json``). None for a run from a random init."""
+    if info.get("init"):
+        return info["init"]
+    if not (info.get("config") or {}).get("init_from"):
+        return None
+    from dsm.checkpoint import checkpoint_paths
+
+    st_path, _ = checkpoint_paths(path)
+    for record in (st_path.with_name(st_path.stem + ".run.json"), st_path.parent / "run.json"):
+        if record.is_file():
+            try:
+                return json.loads(record.read_text()).get("init")
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                return None
+    return None
+
+
 def checkpoint_card(path: str | os.PathLike, info: Mapping[str, Any]) -> str:
     """Markdown: which checkpoint a prediction uses, what it is, how it was trained and its recorded accuracy.
 
@@ -474,6 +494,11 @@ def checkpoint_card(path: str | os.PathLike, info: Mapping[str, Any]) -> str:
         f"- trained on: `{info.get('dataset') or 'not recorded'}`" + (f" ({trained})" if trained else ""),
         f"- **test accuracy: {test}** (balanced accuracy {balanced}, macro-F1 {f1}); validation accuracy {val}",
     ]
+    if init := started_from(path, info):
+        source = short_path(init["run"]) if init.get("run") else init.get("path", "?")
+        after = f" after epoch {init['epoch']}" if init.get("epoch") is not None else ""
+        sha = f" (sha256 {str(init['sha256'])[:12]}…)" if init.get("sha256") else ""
+        lines.insert(-1, f"- started from: the weights of `{source}`{after}{sha}, not from a random init")
     return "\n".join(lines)
 
 

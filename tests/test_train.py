@@ -338,6 +338,7 @@ def test_init_from_starts_the_run_from_a_checkpoints_weights(toy, tmp_path):
     assert run["init"]["sha256"] == sha256_file(start.with_suffix(".safetensors"))
     assert run["init"]["id"] == load_checkpoint(start)[1]["id"] and run["init"]["run"] == first["config"]["out"]
     assert first["init"] is None
+    assert load_checkpoint(tmp_path / "b" / "best")[1]["init"] == run["init"]  # the checkpoint names it too
     # without it the same config starts from a random init
     scratch = train(cfg.replace(init_from=None, out=str(tmp_path / "c")), show_progress=False)
     name = f"model.{params[0]}"

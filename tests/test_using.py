@@ -2,6 +2,7 @@
 executes it once per checkpoint, skips it without the released model, and the book builds with it."""
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,15 @@ def test_checkpoint_card_and_tables(tmp_path):
     bare = {k: v for k, v in info.items() if k not in ("val_metrics", "test_metrics", "config", "dataset", "epoch")}
     assert "test accuracy: not recorded" in viz.checkpoint_card(ckpt, bare)
     assert viz.checkpoint_metrics(bare).empty and viz.checkpoint_config(bare).empty
+    assert "started from" not in card  # a random init
+    init = {"path": "a/best", "sha256": "0123456789abcdef", "id": "x", "run": "runs/a", "epoch": 60}
+    began = {**info, "config": {**info["config"], "init_from": "a/best"}}
+    assert viz.started_from(ckpt, began) is None  # neither its JSON nor a record beside it says more
+    (tmp_path / "ckpt.run.json").write_text(json.dumps({"init": init}))  # a released model's record
+    assert viz.started_from(ckpt, began) == init
+    line = "- started from: the weights of `runs/a` after epoch 60 (sha256 0123456789ab…), not from a random init"
+    assert line in viz.checkpoint_card(ckpt, began).splitlines()
+    assert viz.started_from(ckpt, {**began, "init": {**init, "epoch": 8}})["epoch"] == 8  # its JSON comes first
 
 
 def test_runtime_table_and_caption():
