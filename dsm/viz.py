@@ -450,14 +450,15 @@ def started_from(path: str | os.PathLike, info: Mapping[str, Any]) -> Mapping[st
         return info["init"]
     if not (info.get("config") or {}).get("init_from"):
         return None
-    from dsm.checkpoint import checkpoint_paths
+    from dsm.release import release_paths
+    from dsm.runs import read_record
 
-    st_path, _ = checkpoint_paths(path)
-    for record in (st_path.with_name(st_path.stem + ".run.json"), st_path.parent / "run.json"):
+    st_path, _, released = release_paths(path)
+    for record in (released, st_path.parent / "run.json"):
         if record.is_file():
             try:
-                return json.loads(record.read_text()).get("init")
-            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                return read_record(record).get("init")
+            except ValueError:  # not a run record: the card goes without the line
                 return None
     return None
 

@@ -80,7 +80,8 @@ def test_checkpoint_card_and_tables(tmp_path):
     init = {"path": "a/best", "sha256": "0123456789abcdef", "id": "x", "run": "runs/a", "epoch": 60}
     began = {**info, "config": {**info["config"], "init_from": "a/best"}}
     assert viz.started_from(ckpt, began) is None  # neither its JSON nor a record beside it says more
-    (tmp_path / "ckpt.run.json").write_text(json.dumps({"init": init}))  # a released model's record
+    record = {"status": "finished", "config": {}, "data": {}, "init": init}
+    (tmp_path / "ckpt.run.json").write_text(json.dumps(record))  # a released model's record
     assert viz.started_from(ckpt, began) == init
     line = "- started from: the weights of `runs/a` after epoch 60 (sha256 0123456789ab…), not from a random init"
     assert line in viz.checkpoint_card(ckpt, began).splitlines()
