@@ -34,7 +34,8 @@ def sources(candidate: str | os.PathLike) -> tuple[Path, Path]:
     model's ``NAME.run.json`` and ``NAME``."""
     if Path(candidate).is_dir():
         return Path(candidate) / "run.json", Path(candidate) / "best"
-    return release_paths(candidate)[2], checkpoint_paths(candidate)[0].with_suffix("")
+    st_path, _, record = release_paths(candidate)
+    return record, st_path.with_suffix("")
 
 
 def finished_record(run_dir: str | os.PathLike) -> dict[str, Any]:
