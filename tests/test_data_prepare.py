@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -199,7 +200,11 @@ def test_subject_folds_are_deterministic_and_balanced():
     assert folds == subject_folds(list(reversed(subjects)), 10)
     assert set(folds.values()) == set(range(10))
     loads = np.bincount([folds[s] for s in subjects])
-    assert loads.max() - loads.min() <= 30
+    # greedy by size: the 30-image subject fills a fold alone, and the other folds end within one
+    # small subject (at most 9 images) of each other; a round-robin would put 47 images in one fold
+    assert loads[folds["big"]] == 30
+    others = np.delete(loads, folds["big"])
+    assert others.max() - others.min() <= max(Counter(subjects[:200]).values())
 
 
 # --- AffectNet -------------------------------------------------------------------------------

@@ -584,13 +584,22 @@ def test_git_commit_is_the_one_the_process_started_with(monkeypatch):
     """A long --train-only process must not stamp later runs with a HEAD that moved after it loaded its code."""
     from dsm import runs
 
-    first = runs.git_commit()
+    monkeypatch.delenv("DSM_GIT_COMMIT", raising=False)  # else git is never asked, and nothing is tested
+    runs.git_commit.cache_clear()
+    asked = []
+    real_run = runs.subprocess.run
+    monkeypatch.setattr(runs.subprocess, "run", lambda *a, **k: asked.append(a) or real_run(*a, **k))
+    try:
+        first = runs.git_commit()
+        assert asked  # the first call did ask git
 
-    def moved(*args, **kwargs):
-        raise AssertionError("git asked again")
+        def moved(*args, **kwargs):
+            raise AssertionError("git asked again")
 
-    monkeypatch.setattr(runs.subprocess, "run", moved)
-    assert runs.git_commit() == first
+        monkeypatch.setattr(runs.subprocess, "run", moved)
+        assert runs.git_commit() == first
+    finally:
+        runs.git_commit.cache_clear()
 
 
 def test_a_copy_of_the_tree_names_its_commit_from_the_environment(monkeypatch):

@@ -1,5 +1,6 @@
 """dsm.viz (plots, gate maps, Grad-CAM) and the experiment description of dsm.study."""
 
+import copy
 import json
 import re
 
@@ -63,6 +64,21 @@ def test_gate_maps_read_the_module(prepared, dsm_model):
         gate = dsm_model.stages[1][-1].gate_map(feats)
     np.testing.assert_allclose(maps, viz._resize(gate[:, 0], (48, 48)), atol=1e-6)
     assert not dsm_model.training
+
+
+def test_gate_maps_of_a_training_model_are_its_eval_gates(prepared, dsm_model):
+    """Spatial dropout and batch statistics would make a training model's gate vary per call: gate_maps reads
+    the eval-mode gate and gives the model back in the mode it came in."""
+    images, _ = viz.pick_images(prepared, "test", per_class=2)
+    model = copy.deepcopy(dsm_model).train()
+    a, b = viz.gate_maps(model, images, 1, 48), viz.gate_maps(model, images, 1, 48)
+    assert model.training and model.stages[1][-1].training
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(a, viz.gate_maps(dsm_model, images, 1, 48), atol=1e-6)
+    with torch.no_grad():  # the premise: in train mode the gate does vary
+        x = viz._input(images, 1, 48, "cpu")
+        feats = model.stages[1][:-1](model.stages[0](model.stem(x)))
+        assert not torch.equal(model.stages[1][-1].gate_map(feats), model.stages[1][-1].gate_map(feats))
 
 
 def test_gate_maps_need_a_dsm():
