@@ -129,7 +129,24 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     _check_deployable(info, js_path)
     model = build_model(info, js_path)
     _load_weights(model, tensors, st_path, f"the model {js_path.name} describes")
-    return model.to(device).eval(), info
+    _check_fits(model.eval(), info, js_path)
+    return model.to(device), info
+
+
+@torch.no_grad()
+def _check_fits(model: nn.Module, info: dict[str, Any], js_path: Path) -> None:
+    """The JSON's 'input' and 'classes' must describe the network: one forward pass of a blank image says so
+    here, in one line naming the file, rather than deep inside whatever command reads the checkpoint next."""
+    size, channels, classes = info["input"]["size"], info["input"]["channels"], info["classes"]
+    try:
+        out = model(torch.zeros(1, channels, size, size))
+    except RuntimeError as e:
+        why = f"the network does not take the input it names ({channels} channels, {size} px)"
+        raise CheckpointError(f"{js_path}: {why}: {one_line(e)[:200]}") from None
+    if out.ndim != 2 or out.shape[1] != len(classes):
+        raise CheckpointError(
+            f"{js_path}: 'classes' names {len(classes)} classes, the network gives {out.shape[-1]} outputs"
+        )
 
 
 def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], st_path: Path, what: str) -> None:

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 from dsm import __version__
-from dsm.errors import fail, one_line
+from dsm.errors import fail, run_command
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("dsm.data.prepare", "raw data set -> the prepared format (same as data_scripts/prepare.py)"),
@@ -47,16 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd_parser = argparse.ArgumentParser(prog=f"dsm {argv[0]}", description=COMMANDS[argv[0]][1])
     module.add_arguments(cmd_parser)
     args = cmd_parser.parse_args(argv[1:])
-    if os.environ.get("DSM_DEBUG"):
-        return int(module.run(args) or 0)
-    try:
-        return int(module.run(args) or 0)
-    except OSError as e:  # a path the command could not read or write
-        where = e.filename or argv[0]
-        return fail(f"{where}: {e.strerror or e}", f"dsm {argv[0]}")
-    except Exception as e:  # noqa: BLE001  (what the command did not foresee: one line, not a traceback)
-        kind = "" if type(e).__name__ in ("DataError", "CheckpointError") else f"{type(e).__name__}: "
-        return fail(f"{kind}{one_line(e)[:500]} (DSM_DEBUG=1 shows the traceback)", f"dsm {argv[0]}")
+    return run_command(module.run, args, f"dsm {argv[0]}")
 
 
 if __name__ == "__main__":

@@ -5,10 +5,12 @@ script sees one shape whether argparse or the command caught the mistake."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 
 def one_line(e: BaseException | str) -> str:
@@ -21,6 +23,20 @@ def fail(problem: BaseException | str, prog: str) -> int:
     """Print ``prog: error: problem`` as one line on stderr and return 2, for ``return fail(e, PROG)``."""
     print(f"{prog}: error: {one_line(problem)}", file=sys.stderr)
     return 2
+
+
+def run_command(run: Callable[[Any], int | None], args: Any, prog: str) -> int:
+    """``run(args)``'s exit status, with what the command did not foresee reported as one line, not a
+    traceback (``DSM_DEBUG=1`` lets it through): the ``dsm`` command and ``data_scripts/`` share it."""
+    if os.environ.get("DSM_DEBUG"):
+        return int(run(args) or 0)
+    try:
+        return int(run(args) or 0)
+    except OSError as e:  # a path the command could not read or write
+        return fail(f"{e.filename}: {e.strerror or e}" if e.filename else e, prog)
+    except Exception as e:  # noqa: BLE001
+        kind = "" if type(e).__name__ in ("DataError", "CheckpointError") else f"{type(e).__name__}: "
+        return fail(f"{kind}{one_line(e)[:500]} (DSM_DEBUG=1 shows the traceback)", prog)
 
 
 def warn(problem: BaseException | str, prog: str) -> None:

@@ -36,6 +36,8 @@ def _edited(good, tmp_path, edit):
         (lambda i: {k: v for k, v in i.items() if k != "model"}, "no 'model' entry"),
         (lambda i: {k: v for k, v in i.items() if k != "classes"}, "'classes' must be a non-empty list"),
         (lambda i: {**i, "input": {"size": "48", "channels": 1}}, "'input' must be"),
+        (lambda i: {**i, "classes": i["classes"][:3]}, "'classes' names 3 classes, the network gives 7 outputs"),
+        (lambda i: {**i, "input": {"size": 48, "channels": 3}}, "does not take the input it names (3 channels"),
     ],
 )
 def test_foreign_checkpoint_descriptions_are_named(good, tmp_path, edit, message):
@@ -68,6 +70,21 @@ def test_clis_report_a_foreign_checkpoint_in_one_line(good, tmp_path, capsys, co
     rc, err = main(argv), capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "edited.json: cannot build model 'nosuchnet'" in err
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export", "predict"])
+def test_clis_report_a_description_that_does_not_fit_its_weights(good, tmp_path, capsys, command):
+    """Three class names for a 7-way network: one line naming the JSON, and no output folder left behind."""
+    bad = _edited(good, tmp_path, lambda i: {**i, "classes": i["classes"][:3]})
+    out = tmp_path / "out" / "sub"
+    argv = {
+        "evaluate": ["evaluate", "--checkpoint", str(bad), "--data", str(tmp_path)],
+        "export": ["export", "--checkpoint", str(bad), "--onnx", str(out / "x.onnx")],
+        "predict": ["predict", str(PHOTO), "--no-detect", "--checkpoint", str(bad), "--out", str(out)],
+    }[command]
+    rc, err = main(argv), capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "edited.json: 'classes' names 3 classes" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_weights_of_another_shape_are_named(good, tmp_path):

@@ -240,6 +240,25 @@ def test_script_subprocess_no_traceback(tmp_path):
     assert proc.stderr == f"dsm prepare: error: {src}: entry '../x.jpg' escapes the archive (absolute path or '..')\n"
 
 
+def test_script_reports_what_it_did_not_foresee_in_one_line(tmp_path, capsys, monkeypatch):
+    """data_scripts/prepare.py shares the dsm command's last resort: a bug is one line, exit 2, no traceback."""
+    import dsm.data.prepare
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug\nover two lines")
+
+    monkeypatch.delenv("DSM_DEBUG", raising=False)
+    monkeypatch.setattr(dsm.data.prepare, "prepare_dataset", broken)
+    assert main(["synthetic", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == "dsm prepare: error: RuntimeError: a bug over two lines (DSM_DEBUG=1 shows the traceback)\n"
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as exit_:  # argparse: not a seed numpy takes
+        main(["synthetic", "--seed", "-1", "--out", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    assert "--seed: must be a non-negative integer, got -1" in capsys.readouterr().err
+
+
 def _flag_encrypted(path: Path) -> Path:
     """Set the 'encrypted' bit of every entry (local and central headers), as a password-protected
     release (RAF-DB is shipped so) looks to zipfile."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 
 from dsm.data.format import SPLITS, DataError, load_prepared
-from dsm.errors import fail, warnings_as_lines
+from dsm.errors import fail, run_command, warnings_as_lines
 
 PROG = "dsm prepare"
 
@@ -94,4 +94,4 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="prepare.py", description=__doc__.split("\n")[0])
     add_arguments(parser)
-    return run(parser.parse_args(sys.argv[1:] if argv is None else argv))
+    return run_command(run, parser.parse_args(sys.argv[1:] if argv is None else argv), PROG)

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dsm.data.build import Record, check_out, image_side, positive_int, write_records
+from dsm.data.build import Record, check_out, image_side, positive_int, seed_int, write_records
 
 NAME = "synthetic"
 VERSION = "1"
@@ -45,7 +45,7 @@ _TABLE = np.array([EXPRESSIONS[c] for c in CLASSES], np.float32)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=positive_int, default=3000, help="number of images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--size", type=image_side, default=48, help="output side in pixels (gray)")
 
 
