@@ -9,6 +9,7 @@ best checkpoint by validation accuracy). ``RECIPES`` holds named variants (``cpu
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,13 +88,13 @@ class TrainConfig:
         def bad(name: str, want: str) -> ValueError:
             return ValueError(f"{name} must be {want}, got {getattr(self, name)!r}")
 
-        def number(v: Any) -> bool:
-            return isinstance(v, int | float) and not isinstance(v, bool)
+        def number(v: Any) -> bool:  # finite: an infinite rate or angle would fail deep in the first step
+            return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
         def count(v: Any) -> bool:
             return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
-        for name in ("epochs", "batch_size", "input_size", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "input_size", "eval_batch_size", "run_index"):
             if not count(getattr(self, name)):
                 raise bad(name, "a positive integer")
         for name in ("in_chans", "threads", "limit_train_batches", "early_stop_patience"):
@@ -102,6 +103,20 @@ class TrainConfig:
         for name in ("lr", "weight_decay", "warmup_epochs", "min_lr", "crop_scale", "rotation", "mixup", "cutmix"):
             if not (number(getattr(self, name)) and getattr(self, name) >= 0):
                 raise bad(name, "a number >= 0")
+        if not (isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0):
+            raise bad("seed", "an integer >= 0")
+        if self.fold is not None and not (
+            isinstance(self.fold, int) and not isinstance(self.fold, bool) and self.fold >= 0
+        ):
+            raise bad("fold", "an integer >= 0 or null")
+        for name in ("model_opts", "modulator_opts"):
+            if not isinstance(getattr(self, name), dict):
+                raise bad(name, "a mapping")
+        for name in ("balanced_sampling", "hflip", "compile", "amp", "amp_cpu", "defer_test"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, "true or false")
+        if self.channels_last is not None and not isinstance(self.channels_last, bool):
+            raise bad("channels_last", "true, false or null")
         if not (number(self.label_smoothing) and 0 <= self.label_smoothing < 1):
             raise bad("label_smoothing", "in [0, 1)")
         if not (number(self.random_erasing) and 0 <= self.random_erasing <= 1):

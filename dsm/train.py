@@ -234,6 +234,10 @@ class Trainer:
         if not (self.out / "last.json").is_file():
             return False
         tensors, info = load_checkpoint(self.out / "last")
+        lacks = [k for k in ("record", "config", "state", "optim_groups") if not isinstance(info.get(k), dict | list)]
+        if lacks or "rng.torch" not in tensors:
+            what = f"no {lacks[0]!r}" if lacks else "no RNG state"
+            raise ValueError(f"{self.out / 'last.json'}: not a training checkpoint ({what}); use a new --out")
         if why := differs(self.cfg, {**info["record"], "config": info["config"]}, self.data.hashes):
             problem = {
                 "config": "written by a different config",

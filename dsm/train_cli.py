@@ -100,6 +100,8 @@ def _load_yaml(path: str, recipe_name: str | None) -> TrainConfig:
         raise ValueError(f"--config {path}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
         raise ValueError(f"--config {path}: not valid YAML ({one_line(e)})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"--config {path}: not a UTF-8 text file") from None
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

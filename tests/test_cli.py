@@ -86,11 +86,14 @@ def test_runs_unwritable_csv_is_one_line(tmp_path, capsys):
         ("epochs: 1\nfoo: 2\n", "unknown config keys: ['foo']"),
         ("epochs: [1,\n", "not valid YAML"),
         (None, "No such file or directory"),
+        (b"\x89PNG\r\n", "not a UTF-8 text file"),
     ],
 )
 def test_train_bad_config_file_is_one_line(tmp_path, capsys, text, problem):
     config = tmp_path / "bad.yaml"
-    if text is not None:
+    if isinstance(text, bytes):
+        config.write_bytes(text)
+    elif text is not None:
         config.write_text(text)
     assert main(["train", "--config", str(config), "--data", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
@@ -166,7 +169,12 @@ def test_train_refuses_out_of_range_settings_before_writing(tmp_path, capsys):
     out = tmp_path / "run"
     for flag, value, message in (("--batch-size", "0", "batch_size must be a positive integer, got 0"),
                                  ("--epochs", "0", "epochs must be a positive integer, got 0"),
-                                 ("--lr", "-1", "lr must be a number >= 0, got -1.0")):  # fmt: skip
+                                 ("--lr", "-1", "lr must be a number >= 0, got -1.0"),
+                                 ("--lr", "inf", "lr must be a number >= 0, got inf"),
+                                 ("--set", "warmup_epochs=.inf", "warmup_epochs must be a number >= 0, got inf"),
+                                 ("--set", "seed=abc", "seed must be an integer >= 0, got 'abc'"),
+                                 ("--set", "hflip=maybe", "hflip must be true or false, got 'maybe'"),
+                                 ("--set", "model_opts=3", "model_opts must be a mapping, got 3")):  # fmt: skip
         assert main(["train", "--data", str(tmp_path), "--out", str(out), flag, value]) == 2
         assert capsys.readouterr().err == f"dsm train: error: {message}\n"
     assert main(["train", "--data", str(tmp_path), "--out", str(out), "--device", "gpu"]) == 2

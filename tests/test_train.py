@@ -262,6 +262,16 @@ def test_resume_refuses_a_different_config(toy, tmp_path):
         train(_cfg(toy, tmp_path / "r", epochs=2, lr=1e-2), show_progress=False)
 
 
+def test_resume_refuses_a_checkpoint_that_is_not_a_training_one(toy, tmp_path):
+    """A model checkpoint (best, a released model) copied over last has no optimiser or record to resume."""
+    out = tmp_path / "r"
+    train(_cfg(toy, out, epochs=1), show_progress=False)
+    for suffix in (".safetensors", ".json"):
+        (out / f"last{suffix}").write_bytes((out / f"best{suffix}").read_bytes())
+    with pytest.raises(ValueError, match=r"r/last\.json: not a training checkpoint \(no '\w+'\); use a new --out"):
+        train(_cfg(toy, out, epochs=2), show_progress=False)
+
+
 def test_resume_accepts_other_execution_settings(toy, tmp_path):
     train(_cfg(toy, tmp_path / "r", epochs=2, threads=2, defer_test=True), show_progress=False)  # test left over
     again = train(_cfg(toy, tmp_path / "r", epochs=2, threads=1, eval_batch_size=64), show_progress=False)
