@@ -320,34 +320,40 @@ def runs_frame(run_dirs: list[str | Path]) -> pd.DataFrame:
             continue
         split = "test" if run.get("test_metrics") else "val"
         _check_keys(run, Path(d) / "run.json", [*_ROW_KEYS, *(f"{split}_metrics.{m}" for m in METRICS)])
-        cfg = run["config"]
-        metrics = run[f"{split}_metrics"]
-        rows.append(
-            {
-                "dataset": run["data"]["dataset"],
-                "classes": ",".join(run["data"]["classes"]),  # one name, several preparations: CK+ with contempt
-                "split_sizes": " ".join(f"{k}={v}" for k, v in (run["data"].get("split_sizes") or {}).items()),
-                "model": cfg["model"],
-                "modulator": cfg["modulator"] or "none",
-                "options": json.dumps({**cfg["modulator_opts"], **cfg["model_opts"]}, sort_keys=True),
-                "recipe": cfg["recipe"],
-                "training": json.dumps(training_changes(cfg), sort_keys=True),
-                "protocol": cfg["protocol"],
-                "split": split,
-                "seed": cfg["seed"],
-                "fold": cfg["fold"],
-                "run_index": cfg["run_index"],
-                **{m: metrics[m] for m in METRICS},
-                "val_accuracy": run["val_metrics"]["accuracy"],
-                "best_epoch": run["best_epoch"],
-                "epochs_run": len(run["epochs"]),
-                "wall_time_s": run["wall_time_s"],
-                "git_commit": run["git_commit"],
-                "manifest_hash": run["data"]["manifest_hash"],
-                "run_dir": str(d),
-            }
-        )
+        try:
+            rows.append(_row(run, split, d))
+        except (TypeError, KeyError, AttributeError, ValueError) as e:  # a key of the wrong kind: name the file
+            raise ValueError(f"{Path(d) / 'run.json'}: malformed run record ({type(e).__name__}: {e})") from None
     return pd.DataFrame(rows)
+
+
+def _row(run: dict[str, Any], split: str, d: str | Path) -> dict[str, Any]:
+    """The table row of a finished run (its keys checked to exist by ``_check_keys``)."""
+    cfg = run["config"]
+    metrics = run[f"{split}_metrics"]
+    return {
+        "dataset": run["data"]["dataset"],
+        "classes": ",".join(run["data"]["classes"]),  # one name, several preparations: CK+ with contempt
+        "split_sizes": " ".join(f"{k}={v}" for k, v in (run["data"].get("split_sizes") or {}).items()),
+        "model": cfg["model"],
+        "modulator": cfg["modulator"] or "none",
+        "options": json.dumps({**cfg["modulator_opts"], **cfg["model_opts"]}, sort_keys=True),
+        "recipe": cfg["recipe"],
+        "training": json.dumps(training_changes(cfg), sort_keys=True),
+        "protocol": cfg["protocol"],
+        "split": split,
+        "seed": cfg["seed"],
+        "fold": cfg["fold"],
+        "run_index": cfg["run_index"],
+        **{m: metrics[m] for m in METRICS},
+        "val_accuracy": run["val_metrics"]["accuracy"],
+        "best_epoch": run["best_epoch"],
+        "epochs_run": len(run["epochs"]),
+        "wall_time_s": run["wall_time_s"],
+        "git_commit": run["git_commit"],
+        "manifest_hash": run["data"]["manifest_hash"],
+        "run_dir": str(d),
+    }
 
 
 GROUP_BY = [

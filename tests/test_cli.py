@@ -71,6 +71,19 @@ def test_runs_names_the_missing_key(tmp_path, capsys, changes, missing):
     assert capsys.readouterr().err == f"dsm runs: error: {run / 'run.json'}: missing {missing}\n"
 
 
+@pytest.mark.parametrize(
+    ("changes", "kind"),
+    [
+        ({"data": {"dataset": "toy", "manifest_hash": "abc", "classes": 7}}, "TypeError"),
+        ({"config": {**TrainConfig().to_dict(), "modulator_opts": None}}, "TypeError"),
+    ],
+)
+def test_runs_names_a_record_with_a_key_of_the_wrong_kind(tmp_path, capsys, changes, kind):
+    good, run = finished_run(tmp_path / "good"), finished_run(tmp_path / "run", **changes)
+    assert main(["runs", "summarize", str(good), str(run)]) == 2
+    assert capsys.readouterr().err.startswith(f"dsm runs: error: {run / 'run.json'}: malformed run record ({kind}: ")
+
+
 def test_runs_unwritable_csv_is_one_line(tmp_path, capsys):
     run = finished_run(tmp_path / "run")
     csv = tmp_path / "no-such-dir" / "t.csv"

@@ -391,12 +391,14 @@ def test_a_damaged_prepared_data_set_names_its_file(tmp_path, name, content, pro
         ("labels.npy", lambda a: a.astype(np.float64) + 0.2, r"labels\.npy: expected one integer class index per"),
         ("labels.npy", lambda a: a[:, None], r"labels\.npy: expected one integer .* of shape \(140, 1\)"),
         ("meta.csv", lambda df: df.assign(fold="a"), r"meta\.csv: column 'fold' must hold whole numbers"),
+        ("images.npy", lambda a: np.repeat(a[..., None], 4, axis=3), r"images\.npy: expected uint8 N x H x W\[x3\]"),
+        ("images.npy", lambda a: a[:, :0, :0], r"images\.npy: expected uint8 N x H x W\[x3\]"),
     ],
 )
 def test_prepared_labels_and_folds_of_the_wrong_kind_are_named(tmp_path, name, damage, problem):
     """Float labels would be cast to classes silently and a text fold fails deep in a protocol: both named."""
     out = prepare_dataset("synthetic", None, tmp_path / "syn", n=140, progress=False)
-    if name == "labels.npy":
+    if name.endswith(".npy"):
         np.save(out / name, damage(np.load(out / name)))
     else:
         damage(pd.read_csv(out / name, keep_default_na=False)).to_csv(out / name, index=False)

@@ -133,7 +133,8 @@ def load_prepared(root: str | Path) -> Prepared:
         raise DataError(f"{root / 'manifest.json'}: no 'classes' list (not a prepared data set's manifest)")
     images = _load_array(root / "images.npy", mmap_mode="r")
     labels = _load_array(root / "labels.npy")
-    if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) != len(labels):
+    shape_ok = images.ndim == 3 or (images.ndim == 4 and images.shape[3] == 3)
+    if images.dtype != np.uint8 or not shape_ok or 0 in images.shape[1:] or len(images) != len(labels):
         raise DataError(f"{root / 'images.npy'}: expected uint8 N x H x W[x3] matching {len(labels)} labels")
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):  # 1.2 must not become class 1 silently
         raise DataError(
