@@ -15,7 +15,7 @@ import torch
 
 from dsm.bench import RUNTIMES, BenchConfig, compare, device_name, pipeline_fps, runtime_latency
 from dsm.data.build import positive_int
-from dsm.errors import fail
+from dsm.errors import fail, one_line
 from dsm.registry import list_models, list_modulators
 from dsm.reparam import fold_batchnorm, reparameterize
 
@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=positive_int, default=112)
     p.add_argument("--in-chans", type=positive_int, default=3)
     p.add_argument("--num-classes", type=positive_int, default=7)
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--runs", type=int, default=100, help="timed runs per config (>= 100 for reported numbers)")
     p.add_argument("--warmup", type=int, default=20)
@@ -171,6 +171,12 @@ def _bad_args(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dsm.train import pick_device
+
+    try:
+        args.device = str(pick_device(args.device))  # "auto" -> cuda or cpu; a typo or a missing GPU: one line
+    except RuntimeError as e:
+        return fail(f"--device {args.device}: {one_line(e)}", PROG)
     if args.video:
         return run_video(args)
     if problem := _bad_args(args):

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from dsm.checkpoint import RELEASED, CheckpointError, load_model
-from dsm.errors import fail
+from dsm.errors import fail, warnings_as_lines
 from dsm.export import ExportError, export_checkpoint, max_abs_error, opset_of, opset_range, read_metadata
 from dsm.reparam import reparameterize
 
@@ -35,9 +35,12 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.onnx).is_dir():
         return fail(f"--onnx {args.onnx}: a folder; give the .onnx file's path", PROG)
     try:
-        path = export_checkpoint(args.checkpoint, args.onnx, args.opset, dynamic, batch, args.exporter)
+        with warnings_as_lines(PROG):  # a fallback to the other exporter: one warning line, not Python's two
+            path = export_checkpoint(args.checkpoint, args.onnx, args.opset, dynamic, batch, args.exporter)
     except (CheckpointError, ExportError) as e:
         return fail(e, PROG)
+    except OSError as e:  # the folder is not writable, the disk is full: name --onnx, not a scratch file in it
+        return fail(f"--onnx {args.onnx}: cannot write ({e.strerror or e})", PROG)
     meta = read_metadata(path)
     inp = meta["input"]
     print(f"wrote {path} (opset {opset_of(path)}, batch {args.batch}, input {inp['channels']}x{inp['size']})")

@@ -23,7 +23,7 @@ from typing import Any
 
 from dsm.checkpoint import RELEASED, CheckpointError, checkpoint_paths, load_checkpoint
 from dsm.data.format import DataError
-from dsm.errors import fail
+from dsm.errors import fail, parents_made_for
 from dsm.runs import read_record, trained_on
 
 PROG = "dsm release"
@@ -112,18 +112,21 @@ def release(run_dir: str | os.PathLike, dest: str | os.PathLike = RELEASED) -> P
     targets = release_paths(dest)
     if targets[0].resolve() == checkpoint_paths(best)[0].resolve():
         return targets[0]
-    targets[0].parent.mkdir(parents=True, exist_ok=True)
     files = (*checkpoint_paths(best), record_path)
     tmp = [t.with_name(t.name + ".tmp") for t in targets]
     try:
-        for src, t in zip(files, tmp, strict=True):
-            shutil.copyfile(src, t)
-        # the record first, the pair last: between the two renames a reader finds a torn pair by its id and stops
-        for t, dst in zip(tmp[::-1], targets[::-1], strict=True):
-            os.replace(t, dst)
-    finally:
-        for t in tmp:
-            t.unlink(missing_ok=True)
+        with parents_made_for(targets[0]):
+            try:
+                for src, t in zip(files, tmp, strict=True):
+                    shutil.copyfile(src, t)
+                # the record first, the pair last: between the two renames a reader finds a torn pair by its id
+                for t, dst in zip(tmp[::-1], targets[::-1], strict=True):
+                    os.replace(t, dst)
+            finally:
+                for t in tmp:
+                    t.unlink(missing_ok=True)
+    except OSError as e:  # name the destination the user gave, not a temporary file beside it
+        raise ValueError(f"--dest {dest}: cannot write ({e.strerror or e})") from None
     return targets[0]
 
 

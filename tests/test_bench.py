@@ -81,6 +81,7 @@ def test_bench_cli_compare_table(capsys):
         (["--model", "nosuch"], "--model nosuch: unknown; choose from dsm_net or timm:<arch>"),
         (["--runs", "0", "--warmup", "0"], "--runs must be >= 2 for a median and IQR (got 0)"),
         (["--runtimes", "--runs", "1"], "--runs must be >= 2 for a median and IQR (got 1)"),
+        (["--device", "bogus", "--no-latency"], "--device bogus: "),
     ],
 )
 def test_bench_cli_rejects_bad_names_and_runs(capsys, argv, message):

@@ -218,3 +218,11 @@ def test_a_failed_export_leaves_no_folder_behind(gray_ckpt, tmp_path):
     with pytest.warns(UserWarning, match="TorchScript exporter failed"), pytest.raises(ExportError):
         export_checkpoint(gray_ckpt, tmp_path / "new" / "deeper" / "o.onnx", 99)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_cli_names_onnx_when_it_cannot_write(gray_ckpt, tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    target = tmp_path / "afile" / "x.onnx"  # its folder is a file: nothing can be written there
+    assert main(["export", "--checkpoint", str(gray_ckpt), "--onnx", str(target), "--no-check"]) == 2
+    assert capsys.readouterr().err.startswith(f"dsm export: error: --onnx {target}: cannot write (")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

@@ -152,3 +152,25 @@ def test_a_released_model_is_a_candidate_of_the_next_release(tmp_path):
         choose([rel, other])
     with pytest.raises(CheckpointError, match=r"nothing\.run\.json: no run record \(not a run directory or a released"):
         choose([tmp_path / "nothing"])
+
+
+def test_a_release_that_cannot_be_written_names_dest_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    run = fake_run(tmp_path / "a", val=0.5, test=0.5)
+    (tmp_path / "afile").write_text("")
+    assert main(["release", str(run), "--dest", str(tmp_path / "afile" / "sub" / "model")]) == 2
+    assert capsys.readouterr().err.startswith(f"dsm release: error: --dest {tmp_path / 'afile' / 'sub' / 'model'}: ")
+    import dsm.release
+
+    copies = []
+
+    def disk_full(src, dst):  # the third copy (the run record) finds the disk full
+        if len(copies) == 2:
+            raise OSError(28, "No space left on device", str(dst))
+        copies.append(dst)
+        return Path(dst).write_bytes(Path(src).read_bytes())
+
+    monkeypatch.setattr(dsm.release.shutil, "copyfile", disk_full)
+    dest = tmp_path / "new" / "deeper" / "model"
+    assert main(["release", str(run), "--dest", str(dest)]) == 2
+    assert capsys.readouterr().err == f"dsm release: error: --dest {dest}: cannot write (No space left on device)\n"
+    assert len(copies) == 2 and not (tmp_path / "new").exists()  # temporary copies and new folders removed
