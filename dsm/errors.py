@@ -33,7 +33,7 @@ def run_command(run: Callable[[Any], int | None], args: Any, prog: str) -> int:
     try:
         return int(run(args) or 0)
     except OSError as e:  # a path the command could not read or write
-        return fail(f"{e.filename}: {e.strerror or e}" if e.filename else e, prog)
+        return fail(f"{e.filename}: {e.strerror or e}" if e.filename else (e.strerror or e), prog)
     except Exception as e:  # noqa: BLE001
         kind = "" if type(e).__name__ in ("DataError", "CheckpointError") else f"{type(e).__name__}: "
         return fail(f"{kind}{one_line(e)[:500]} (DSM_DEBUG=1 shows the traceback)", prog)
