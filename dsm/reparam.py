@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 def reparameterize(model: nn.Module, inplace: bool = False) -> nn.Module:
@@ -29,19 +30,40 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     ResNet, the BN inside BAM, CBAM, CA or GAM) is folded here, as any deployment runtime would,
     so a latency comparison does not charge them a BatchNorm pass that DSM does not pay. Returns a
     ``torch.fx`` graph module, or ``model`` itself when it cannot be traced; ``batchnorm_left``
-    says what remains (subclasses such as timm's ``BatchNormAct2d`` are not matched).
+    says what remains.
     """
     from torch.fx.experimental.optimization import fuse
 
     try:
-        return fuse(model.eval())
+        return fuse(_plain_batchnorm(copy.deepcopy(model)).eval(), inplace=True)
     except Exception:  # noqa: BLE001  (an untraceable model is measured as it is; batchnorm_left tells)
         return model
 
 
+def _plain_batchnorm(model: nn.Module) -> nn.Module:
+    """timm's ``BatchNormAct2d`` (CBAM's spatial branch, say) as a plain ``nn.BatchNorm2d`` followed by its
+    dropout and activation: fx traces through a BatchNorm subclass from outside ``torch.nn``, leaving a
+    ``batch_norm`` call that ``fuse`` does not fold, so the swap lets its BN fold like any other."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, nn.BatchNorm2d) and type(child) is not nn.BatchNorm2d and hasattr(child, "act"):
+            bn = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            bn.load_state_dict({k: v for k, v in child.state_dict().items() if k in bn.state_dict()})
+            after = [
+                m for m in (getattr(child, "drop", None), child.act) if m is not None and not isinstance(m, nn.Identity)
+            ]
+            setattr(model, name, nn.Sequential(bn, *after) if after else bn)
+        else:
+            _plain_batchnorm(child)
+    return model
+
+
 def batchnorm_left(model: nn.Module) -> int:
-    """How many BatchNorm layers a deployed model still runs."""
-    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    """How many BatchNorm layers a deployed model still runs: modules, and in a ``torch.fx`` graph the
+    ``batch_norm`` calls that tracing inlined (a BatchNorm subclass fx traced through)."""
+    modules = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    graph = getattr(model, "graph", None)
+    calls = sum(n.op == "call_function" and n.target is F.batch_norm for n in graph.nodes) if graph is not None else 0
+    return modules + calls
 
 
 def _fuse_children(parent: nn.Module) -> None:

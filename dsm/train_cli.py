@@ -22,8 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--recipe",
         default=None,
         choices=list(RECIPES),
-        help="named recipe (default: 'default', the authors' optimiser, schedule and augmentation at the data's "
-        "own size and channels; 'paper' is the same at their 112x112 RGB input)",
+        help="named recipe (default: 'default', the authors' optimiser, schedule and augmentation at their "
+        "112x112 input with the data's own channels; 'paper' is the same with 3-channel input; 'cpu' is 48x48 gray)",
     )
     p.add_argument("--config", default=None, help="YAML file of TrainConfig fields")
     p.add_argument("--model", default=None, help="dsm_net or timm:<arch>")

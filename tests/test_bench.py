@@ -114,10 +114,12 @@ def test_importing_bench_prints_no_warning():
 
 
 def test_deployed_models_fold_every_conv_bn_pair():
-    """Competitors are deployed as fairly as DSM: timm's ResNet and the BN inside CBAM/BAM/CA/GAM are folded."""
+    """Competitors are deployed as fairly as DSM: timm's ResNet and the BN inside CBAM/BAM/CA/GAM are folded
+    (CBAM's is timm's BatchNormAct2d, which fx would trace through and leave as a batch_norm call)."""
     from dsm.reparam import batchnorm_left, fold_batchnorm, reparameterize
 
-    for name, kwargs in (("timm:resnet18", {}), ("dsm_net", {"modulator": "bam"}), ("dsm_net", {"modulator": "ca"})):
+    cases = [("timm:resnet18", {}), *(("dsm_net", {"modulator": m}) for m in ("bam", "ca", "cbam", "gam"))]
+    for name, kwargs in cases:
         model = dsm.create_model(name, in_chans=1, **kwargs).eval()
         folded = fold_batchnorm(reparameterize(model))
         assert batchnorm_left(model) > 0 and batchnorm_left(folded) == 0, name
