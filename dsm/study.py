@@ -695,20 +695,25 @@ class Experiment:
     def confusion_runs(self, runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
         """Title -> run for the confusion matrices of a results page: the first repeat of the equal-recipe
         DSM row and, when it is another run, the best-validation ``dsm_net`` + DSM run (the released kind)."""
+        from dsm.viz import metrics_split
+
         out: dict[str, dict[str, Any]] = {}
         first = self.per_variant(runs).get(Variant.make().name)
         if first is not None:
-            out[f"dsm_net + DSM, {self._record_name(first['run_dir'])}, test split"] = first
+            out[f"dsm_net + DSM, {self._record_name(first['run_dir'])}, {metrics_split(first)} split"] = first
         best = self.best_headline_run(runs)
         if best is not None and (first is None or Path(best["run_dir"]) != Path(first["run_dir"])):
-            out[f"dsm_net + DSM, best validation accuracy: {self._record_name(best['run_dir'])}, test split"] = best
+            name = self._record_name(best["run_dir"])
+            out[f"dsm_net + DSM, best validation accuracy: {name}, {metrics_split(best)} split"] = best
         return out
 
     def runs_note(self, runs: Mapping[str, Mapping[str, Any]]) -> str:
         """Markdown: which run record each named model of a page comes from, with its test accuracy."""
+        from dsm.viz import metrics_split
+
         parts = []
         for name, run in runs.items():
-            split = "test" if run.get("test_metrics") else "validation"
+            split = metrics_split(run)
             acc = (run.get("test_metrics") or run.get("val_metrics") or {}).get("accuracy")
             shown = "no metrics recorded" if acc is None else f"{split} accuracy {100 * acc:.2f} %"
             parts.append(f"{name}: `{self._record_name(run['run_dir'])}` ({shown})")

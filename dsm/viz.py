@@ -93,9 +93,13 @@ def pick_images(
     """``per_class`` images of each class from ``split`` (random, reproducible): (uint8 images, labels).
 
     ``indices`` (e.g. ``Experiment.split_indices`` of a run: a k-fold model's test fold) replaces
-    meta.csv's split, which holds every image of a k-fold data set as ``train``."""
+    meta.csv's split, which holds every image of a k-fold data set as ``train``; an empty ``split`` of
+    meta.csv (``test`` of a k-fold set) means every image, but empty ``indices`` are an error: a page
+    that asks for a run's test faces must not show its training faces instead."""
     rng = np.random.default_rng(seed)
     idx = np.asarray(indices, dtype=np.int64) if indices is not None else prepared.split_indices(split)
+    if indices is not None and len(idx) == 0:
+        raise ValueError("pick_images: no image in the given indices (a run without a test split?)")
     if len(idx) == 0:
         idx = np.arange(len(prepared.labels))
     labels = np.asarray(prepared.labels)[idx]
@@ -176,6 +180,11 @@ def _pct(x: float | None) -> float:
 def run_metrics(run: Mapping[str, Any]) -> dict[str, Any]:
     """The test metrics of a run record (its validation metrics when the data set has no test split)."""
     return dict(run.get("test_metrics") or run["val_metrics"])
+
+
+def metrics_split(run: Mapping[str, Any]) -> str:
+    """Which split ``run_metrics`` reads: "test", or "validation" for a run without test metrics."""
+    return "test" if run.get("test_metrics") else "validation"
 
 
 def per_class_compare(runs: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:

@@ -301,7 +301,9 @@ def test_confusion_runs_add_the_best_validation_run_of_the_headline_network(tmp_
     longer = study.Variant.make(train_opts={"epochs": 30}).name
 
     def run(variant, seed, val):
-        return {"variant": variant, "run_dir": exp.runs_dir / variant / f"seed{seed}", "val_metrics": {"accuracy": val}}
+        where = exp.runs_dir / variant / f"seed{seed}"
+        metrics = {"val_metrics": {"accuracy": val}, "test_metrics": {"accuracy": 0.5}}
+        return {"variant": variant, "run_dir": where, **metrics}
 
     runs = [run("dsm", 0, 0.58), run("dsm", 1, 0.59), run("none", 0, 0.70), run(longer, 0, 0.65)]
     assert exp.best_headline_run(runs)["variant"] == longer  # "none" is not the headline network, however good
@@ -312,6 +314,8 @@ def test_confusion_runs_add_the_best_validation_run_of_the_headline_network(tmp_
     runs[0]["val_metrics"]["accuracy"] = 0.9  # the first repeat is also the best: one matrix, not two
     assert list(exp.confusion_runs(runs)) == ["dsm_net + DSM, dsm/seed0/run.json, test split"]
     assert exp.confusion_runs([run("none", 0, 0.7)]) == {} and exp.best_headline_run([]) is None
+    runs[0]["test_metrics"] = None  # a data set without a test split: the matrix is the validation one, and says so
+    assert list(exp.confusion_runs(runs)) == ["dsm_net + DSM, dsm/seed0/run.json, validation split"]
 
 
 def test_runs_note_names_records_and_which_split_the_accuracy_is_from(tmp_path):

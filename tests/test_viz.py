@@ -52,6 +52,13 @@ def test_counts_and_sample_grid(prepared):
     assert sorted(np.bincount(labels).tolist()) == [2, 2, 2]
 
 
+def test_pick_images_refuses_empty_indices(prepared):
+    """An empty meta.csv split means every image (k-fold sets); empty indices of a run are a mistake."""
+    assert len(viz.pick_images(prepared, "nosuchsplit", per_class=1)[0]) == 3
+    with pytest.raises(ValueError, match="no image in the given indices"):
+        viz.pick_images(prepared, indices=[])
+
+
 def test_gate_maps_read_the_module(prepared, dsm_model):
     images, _ = viz.pick_images(prepared, "test", per_class=2)
     maps = viz.gate_maps(dsm_model, images, in_chans=1, size=48)
