@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -157,6 +158,18 @@ class Predictor:
 
     def annotate(self, image: np.ndarray, results: Sequence[FaceResult]) -> np.ndarray:
         return annotate(image, results, self.classes)
+
+
+def face_records(file: str, results: Sequence[FaceResult], frame: int | None = None) -> list[dict[str, Any]]:
+    """The JSON records of one image or video frame, as ``dsm predict --json`` writes them: one per face,
+    or one saying ``"faces": 0``."""
+    if not results:
+        return [{"file": file, "frame": frame, "faces": 0}]
+    return [
+        {"file": file, "frame": frame, "face": i, "box": list(r.box), "label": r.label, "score": round(r.score, 6)}
+        | {"probabilities": {c: round(p, 6) for c, p in r.probabilities.items()}}
+        for i, r in enumerate(results)
+    ]
 
 
 def annotate(image: np.ndarray, results: Sequence[FaceResult], classes: Sequence[str] | None = None) -> np.ndarray:

@@ -29,9 +29,9 @@ from dsm.face import FaceDetector, WholeImage
 from dsm.predict import (
     IMAGE_EXTS,
     VIDEO_EXTS,
-    FaceResult,
     ImageReadError,
     Predictor,
+    face_records,
     read_image,
     video_frames,
     video_info,
@@ -171,20 +171,10 @@ def earlier_outputs(out: Path) -> list[Path]:
     return found
 
 
-def face_records(file: str, frame: int | None, results: list[FaceResult]) -> list[dict]:
-    if not results:
-        return [{"file": file, "frame": frame, "faces": 0}]
-    return [
-        {"file": file, "frame": frame, "face": i, "box": list(r.box), "label": r.label, "score": round(r.score, 6)}
-        | {"probabilities": {c: round(p, 6) for c, p in r.probabilities.items()}}
-        for i, r in enumerate(results)
-    ]
-
-
 def predict_image(pred: Predictor, item: Input, out: Output) -> None:
     image = read_image(item.path)
     results = pred.predict(image)
-    for rec in face_records(str(item.path), None, results):
+    for rec in face_records(str(item.path), results):
         out.record(rec)
     if not results:
         warn(f"{item.path}: no face found", PROG)
@@ -224,7 +214,7 @@ def predict_video(pred: Predictor, item: Input, out: Output, every_n: int) -> No
             frames += 1
             with_faces += bool(results)
             labels.update(r.label for r in results)
-            for rec in face_records(str(item.path), index, results):
+            for rec in face_records(str(item.path), results, index):
                 out.record(rec)
             if out.out is not None:
                 annotated = pred.annotate(frame, results)
