@@ -7,6 +7,7 @@ brighter centre square (a "face" for the centre-crop fallback).
 
 from __future__ import annotations
 
+import io
 import zipfile
 from pathlib import Path
 
@@ -73,13 +74,26 @@ def fer2013_folders(prefix: str = "", per_class: tuple[int, int, int] = (2, 1, 1
 RAF_LABELS = {1: "surprise", 2: "fear", 3: "disgust", 4: "happiness", 5: "sadness", 6: "anger", 7: "neutral"}
 
 
-def rafdb_basic(n_train: int = 14, n_test: int = 7, prefix: str = "basic/") -> dict[str, bytes]:
-    files, lines = {}, []
+def rafdb_basic(
+    n_train: int = 14, n_test: int = 7, prefix: str = "basic/", inner_zip: bool = False
+) -> dict[str, bytes]:
+    """The release's layout; ``inner_zip``: the faces still in ``Image/aligned.zip`` (with a macOS resource
+    folder beside them), as the release ships them."""
+    files, lines, faces = {}, [], {}
     for split, n in (("train", n_train), ("test", n_test)):
         for i in range(1, n + 1):
             name = f"{split}_{i:05d}"
             lines.append(f"{name}.jpg {(i - 1) % 7 + 1}")
-            files[f"{prefix}Image/aligned/{name}_aligned.jpg"] = encode(image((100, 100, 3), i))
+            faces[f"aligned/{name}_aligned.jpg"] = encode(image((100, 100, 3), i))
+    if inner_zip:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            for name, data in faces.items():
+                z.writestr(name, data)
+                z.writestr(f"__MACOSX/{name.replace('/', '/._')}", b"resource fork")
+        files[f"{prefix}Image/aligned.zip"] = buf.getvalue()
+    else:
+        files |= {f"{prefix}Image/{name}": data for name, data in faces.items()}
     files[f"{prefix}EmoLabel/list_patition_label.txt"] = ("\n".join(lines) + "\n").encode()
     return files
 

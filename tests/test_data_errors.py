@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
@@ -281,6 +282,22 @@ def _flag_encrypted(path: Path) -> Path:
 def test_encrypted_zip_says_to_extract_it(tmp_path):
     src = _flag_encrypted(as_zip(tmp_path / "raf.zip", rafdb_basic()))
     fails("rafdb", src, tmp_path, r"raf\.zip:.*: the zip is encrypted; extract it with its password")
+
+
+def test_a_broken_or_encrypted_aligned_zip_inside_the_release_is_named(tmp_path):
+    files = rafdb_basic(inner_zip=True)
+    inner = "basic/Image/aligned.zip"
+    broken = as_dir(tmp_path / "broken", {**files, inner: files[inner][:100]})
+    fails("rafdb", broken, tmp_path, r"broken/basic/Image/aligned\.zip: not a readable zip file")
+    encrypted = _flag_encrypted(as_zip(tmp_path / "aligned.zip", _members(files[inner])))
+    raw = as_dir(tmp_path / "enc", {**files, inner: encrypted.read_bytes()})
+    encrypted.unlink()
+    fails("rafdb", raw, tmp_path, r"enc/basic/Image/aligned\.zip:aligned/train_00001_aligned\.jpg: the zip is encry")
+
+
+def _members(data: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        return {n: z.read(n) for n in z.namelist()}
 
 
 def test_corrupt_deflated_entry_is_named(tmp_path):

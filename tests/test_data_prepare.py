@@ -135,6 +135,18 @@ def test_rafdb_basic(tmp_path, packaging):
     assert data.meta.set_index("source").loc["basic/Image/aligned/test_00001_aligned.jpg", "split"] == "test"
 
 
+@pytest.mark.parametrize("packaging", ["zip", "dir"])
+def test_rafdb_basic_with_the_faces_still_in_aligned_zip(tmp_path, packaging):
+    """The release ships the faces as Image/aligned.zip: read in place, no extraction needed."""
+    files = rafdb_basic(inner_zip=True)
+    src = as_zip(tmp_path / "raf.zip", files) if packaging == "zip" else as_dir(tmp_path / "raw", files)
+    data = prep("rafdb", src, tmp_path / "out")
+    check_manifest(data, "rafdb", 21, {"train": 14, "val": 0, "test": 7}, SEVEN)
+    loose = prep("rafdb", as_dir(tmp_path / "loose", rafdb_basic()), tmp_path / "out2")
+    np.testing.assert_array_equal(data.images, loose.images)  # the same faces, in the same order
+    assert meta_labels(data)["basic/Image/aligned.zip:aligned/test_00007_aligned.jpg"] == "neutral"
+
+
 def test_rafdb_repackaged_and_size(tmp_path):
     data = prep("rafdb", as_dir(tmp_path / "raw", rafdb_repackaged()), tmp_path / "out", size=64)
     check_manifest(data, "rafdb", 21, {"train": 14, "val": 0, "test": 7}, SEVEN)
@@ -264,6 +276,16 @@ def test_affectnet_class_folders_with_a_test_folder(tmp_path, digits):
     assert meta_labels(data)[f"test/{happy}/12.jpg"] == "happiness"
     assert data.manifest["test_is_validation"] is False
     assert not any("validation set" in note for note in data.manifest["notes"])
+
+
+def test_affectnet_class_folders_match_whatever_their_case(tmp_path):
+    """Kaggle's popular copy has Train/ and Test/ (and re-packagings write Happy/): folder case does not matter."""
+    files = affectnet_folders((2, 1), splits=("Train", "Test"))
+    files = {name.replace("Test/happy/", "Test/Happy/"): data for name, data in files.items()}
+    data = prep("affectnet", as_dir(tmp_path / "raw", files), tmp_path / "out", size=32)
+    check_manifest(data, "affectnet", 24, {"train": 16, "val": 0, "test": 8}, AFFECT_CODES)
+    assert meta_labels(data)["Test/Happy/10.jpg"] == "happiness"  # the source keeps its own spelling
+    assert data.manifest["test_is_validation"] is False
 
 
 # --- JAFFE -----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ train (see ``dsm.data.protocols``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import numpy as np
 from dsm.data.build import Record, check_out, image_side, write_records
 from dsm.data.format import DataError
 from dsm.data.images import decode_image, resize
-from dsm.data.sources import Source, find_prefix, open_source, stem, walk_class_folders
+from dsm.data.sources import Source, ZipSource, find_prefix, open_source, stem, walk_class_folders
 
 NAME = "rafdb"
 VERSION = "1"
@@ -33,7 +34,10 @@ OFFICIAL_CLASS_COUNTS = {
 }  # fmt: skip
 OFFICIAL_COUNTS = {"val": 0} | {s: sum(c.values()) for s, c in OFFICIAL_CLASS_COUNTS.items()}  # 12271 / 0 / 3068
 LABEL_FILE = "EmoLabel/list_patition_label.txt"  # sic: the release's spelling
-LAYOUT_HELP = f"expected {LABEL_FILE} + Image/aligned/*_aligned.jpg, or {{train,test}}/{{1..7}}/*.jpg"
+ALIGNED_ZIP = "Image/aligned.zip"  # the faces as the release ships them
+LAYOUT_HELP = (
+    f"expected {LABEL_FILE} + Image/aligned/*_aligned.jpg (or {ALIGNED_ZIP}), or {{train,test}}/{{1..7}}/*.jpg"
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,19 +54,22 @@ def prepare(
     progress: bool = True,
 ) -> Path:
     out = check_out(out, overwrite)
-    with open_source(source) as src:
-        records, layout = _basic_records(src), "basic"
+    with open_source(source) as src, contextlib.ExitStack() as stack:
+        basic, layout = _basic_records(src), "basic"
+        records, faces = basic if basic is not None else (None, src)
+        if faces is not src:
+            stack.callback(faces.close)
         if records is None:
             items = walk_class_folders(src, [str(k) for k in LABELS], ("train", "test"), what="rafdb layout")
             if items is None:
-                if find_prefix(src.names, r"Image/aligned/[^/]+") is not None:  # "" when at the root
+                if find_prefix(src.names, r"Image/aligned(?:/[^/]+|\.zip)") is not None:  # "" when at the root
                     raise DataError(f"{src.path}: missing label file {LABEL_FILE}")
                 raise DataError(f"{src.path}: unexpected layout for rafdb: {LAYOUT_HELP}")
             records = [Record(it.name, LABELS[int(it.class_dir)], it.split_dir, key=it.name) for it in items]
             layout = "split-class-folders"
 
         def load(r: Record) -> np.ndarray:
-            return resize(decode_image(src.read(r.key), src.describe(r.key), color=True), size)
+            return resize(decode_image(faces.read(r.key), faces.describe(r.key), color=True), size)
 
         return write_records(
             records, load, out, dataset=NAME, classes=CLASSES, image_shape=(size, size, 3), source=src.path,
@@ -74,11 +81,23 @@ def prepare(
         )  # fmt: skip
 
 
-def _basic_records(src: Source) -> list[Record] | None:
-    """Records from the official label list, or None when the source has none."""
+def _aligned_faces(src: Source, prefix: str) -> tuple[Source, str]:
+    """Where the aligned faces are, and the folder they are in: extracted under ``Image/aligned/``, or still
+    in ``Image/aligned.zip`` as the release ships them (then a source of its own, read in memory)."""
+    inner = f"{prefix}{ALIGNED_ZIP}"
+    if any(n.startswith(f"{prefix}Image/aligned/") for n in src.names) or not src.exists(inner):
+        return src, f"{prefix}Image/aligned/"
+    faces = ZipSource(Path(inner), src.read(inner), where=src.describe(inner))
+    return faces, find_prefix(faces.names, r"[^/]+_aligned\.jpg") or ""
+
+
+def _basic_records(src: Source) -> tuple[list[Record], Source] | None:
+    """Records from the official label list and the source that holds their faces, or None when the source
+    has no label list."""
     prefix = find_prefix(src.names, re.escape(LABEL_FILE))
     if prefix is None:
         return None
+    faces, folder = _aligned_faces(src, prefix)
     label_file = prefix + LABEL_FILE
     where = src.describe(label_file)
     records = []
@@ -94,8 +113,11 @@ def _basic_records(src: Source) -> list[Record] | None:
         split = name.split("_", 1)[0]
         if split not in ("train", "test"):
             raise DataError(f"{where} line {lineno}: {name!r} does not start with train_ or test_")
-        image = f"{prefix}Image/aligned/{stem(name)}_aligned.jpg"
-        if not src.exists(image):
-            raise DataError(f"{src.describe(image)}: missing (listed in {LABEL_FILE} line {lineno})")
-        records.append(Record(image, LABELS[code], split, key=image))
-    return records
+        image = f"{folder}{stem(name)}_aligned.jpg"
+        if not faces.exists(image):
+            if faces is not src:
+                faces.close()
+            raise DataError(f"{faces.describe(image)}: missing (listed in {LABEL_FILE} line {lineno})")
+        source_name = image if faces is src else f"{prefix}{ALIGNED_ZIP}:{image}"
+        records.append(Record(source_name, LABELS[code], split, key=image))
+    return records, faces

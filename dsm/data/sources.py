@@ -9,6 +9,7 @@ is suspicious even though nothing is extracted.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import warnings
@@ -108,17 +109,20 @@ class DirSource(Source):
 
 
 class ZipSource(Source):
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    """A zip file, or with ``data`` a zip held in memory: one inside another source (RAF-DB ships its faces as
+    ``Image/aligned.zip``), named ``where`` in messages."""
+
+    def __init__(self, path: Path, data: bytes | None = None, where: str | None = None) -> None:
+        self.path, self.where = path, where or str(path)
         try:
-            self.zip = zipfile.ZipFile(path)
+            self.zip = zipfile.ZipFile(path if data is None else io.BytesIO(data))
         except (zipfile.BadZipFile, OSError) as e:
-            raise DataError(f"{path}: not a readable zip file ({e})") from None
+            raise DataError(f"{self.where}: not a readable zip file ({e})") from None
         names = []
         for info in self.zip.infolist():
             if _escapes(info.filename):
                 self.zip.close()
-                raise DataError(f"{path}: entry {info.filename!r} escapes the archive (absolute path or '..')")
+                raise DataError(f"{self.where}: entry {info.filename!r} escapes the archive (absolute path or '..')")
             if not info.is_dir() and not _is_junk(info.filename):
                 names.append(info.filename)
         self.names = sorted(names)
@@ -139,7 +143,7 @@ class ZipSource(Source):
         return sha256_file(self.path)
 
     def describe(self, name: str) -> str:
-        return f"{self.path}:{name}"
+        return f"{self.where}:{name}"
 
     def close(self) -> None:
         self.zip.close()
@@ -208,12 +212,14 @@ def walk_class_folders(
 
     Found by locating the folder prefix where known class folders start; once found,
     every image under it must fit the layout (an unknown class folder or a stray image
-    is an error, not silently dropped).
+    is an error, not silently dropped). Folder names match whatever their case (re-packagings
+    write ``Train/`` or ``Happy/``); items carry the names as ``class_dirs``/``split_dirs`` spell them.
     """
-    classes, splits = sorted(class_dirs), sorted(split_dirs)
+    classes = {c.lower(): c for c in sorted(class_dirs)}
+    splits = {s.lower(): s for s in sorted(split_dirs)}
     alt = "|".join(re.escape(c) for c in classes)
     split_part = f"(?:{'|'.join(re.escape(s) for s in splits)})/" if splits else ""
-    prefix = find_prefix((n for n in source.names if is_image_name(n)), rf"{split_part}(?:{alt})/[^/]+")
+    prefix = find_prefix((n for n in source.names if is_image_name(n)), rf"(?i:{split_part}(?:{alt}))/[^/]+")
     if prefix is None:
         return None
     items, outside = [], []
@@ -221,20 +227,21 @@ def walk_class_folders(
         if not name.startswith(prefix) or not is_image_name(name):
             continue
         parts = name[len(prefix) :].split("/")
-        if splits and parts[0] not in splits:
+        if splits and parts[0].lower() not in splits:
             outside.append(name)  # an image outside the split folders (e.g. a sample in the root)
             continue
         want = 3 if splits else 2
-        if len(parts) != want or parts[-2] not in classes:
+        if len(parts) != want or parts[-2].lower() not in classes:
             raise DataError(
                 f"{source.describe(name)}: unexpected {what}: expected {'<split>/' if splits else ''}<class>/<file> "
-                f"with class folders {', '.join(classes)}"
+                f"with class folders {', '.join(classes.values())}"
             )
-        items.append(FolderItem(name, parts[0] if splits else "", parts[-2], parts[-1]))
+        split = splits[parts[0].lower()] if splits else ""
+        items.append(FolderItem(name, split, classes[parts[-2].lower()], parts[-1]))
     if outside:  # a repackaging with a "valid/" folder must not lose those images without a word
         warnings.warn(
             f"{source.describe(outside[0])}: {len(outside)} image(s) outside the split folders "
-            f"({', '.join(splits)}) skipped",
+            f"({', '.join(splits.values())}) skipped",
             stacklevel=2,
         )
     return items
