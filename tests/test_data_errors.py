@@ -68,6 +68,32 @@ def test_corrupt_csv_pixels(tmp_path):
     fails("fer2013", csv, tmp_path, r"fer2013\.csv line 4: pixels must be 2304 integers")
 
 
+@pytest.mark.parametrize("row", ["0,Training", "0,Training," + "9" * 30], ids=["short", "overflowing"])
+def test_icml_csv_rows_with_no_or_huge_pixels_are_named(tmp_path, row):
+    """icml_face_data.csv puts pixels last: a short row leaves them empty, a huge value overflows int64."""
+    csv = tmp_path / "icml_face_data.csv"
+    lines = fer2013_csv(tmp_path / "fer2013.csv").read_text().splitlines()
+    (tmp_path / "fer2013.csv").unlink()
+    body = [",".join([(p := line.split(","))[0], p[2], p[1]]) for line in lines[1:]]
+    body[2] = row
+    csv.write_text("\n".join(["emotion,Usage,pixels", *body]) + "\n")
+    fails("fer2013", csv, tmp_path, r"icml_face_data\.csv line 4: pixels must be 2304 integers")
+
+
+def test_a_tar_archive_or_a_lone_affectnet_csv_says_what_to_pass(tmp_path):
+    import tarfile
+
+    csv = fer2013_csv(tmp_path / "fer2013.csv")
+    with tarfile.open(tmp_path / "fer2013.tar.gz", "w:gz") as tar:
+        tar.add(csv, arcname="fer2013/fer2013.csv")
+    csv.unlink()
+    fails("fer2013", tmp_path / "fer2013.tar.gz", tmp_path, r"fer2013\.tar\.gz: a tar archive; extract it")
+    (tmp_path / "fer2013.tar.gz").unlink()
+    lone = tmp_path / "training.csv"
+    lone.write_text("subDirectory_filePath,face_x,face_y,face_width,face_height,expression\n")
+    fails("affectnet", lone, tmp_path, r"training\.csv: pass the folder holding training\.csv, validation\.csv")
+
+
 @pytest.mark.parametrize(
     ("name", "files", "match"),
     [

@@ -28,7 +28,7 @@ import pandas as pd
 from dsm.data.build import Record, check_out, image_side, write_records
 from dsm.data.format import DataError
 from dsm.data.images import crop_box, decode_image, resize
-from dsm.data.sources import Source, find_prefix, open_source, walk_class_folders
+from dsm.data.sources import FileSource, Source, find_prefix, open_source, walk_class_folders
 from dsm.errors import one_line
 
 NAME = "affectnet"
@@ -117,6 +117,8 @@ def _official_records(src: Source) -> list[Record] | None:
     if prefix is None:
         return None
     if not src.exists(prefix + "validation.csv"):
+        if isinstance(src, FileSource):  # --source named training.csv itself
+            raise DataError(f"{src.path}: pass the folder holding training.csv, validation.csv and {IMAGE_DIR}")
         raise DataError(f"{src.describe(prefix + 'validation.csv')}: missing label file (next to training.csv)")
     roots = _image_roots(src.names)
     if not roots:

@@ -129,9 +129,9 @@ def _csv_records(src: Source, name: str) -> tuple[list[Record], Callable[[Record
     ]
 
     def load(r: Record) -> np.ndarray:
-        try:
+        try:  # a number too large for int64 overflows
             values = np.array(pixels[r.key].split(), dtype=np.int64)
-        except ValueError:
+        except (ValueError, OverflowError):
             values = np.empty(0, np.int64)
         if values.size != SIZE * SIZE or values.min() < 0 or values.max() > 255:
             raise DataError(f"{where} line {r.key + 2}: pixels must be {SIZE * SIZE} integers in 0..255")

@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import re
+import tarfile
 import warnings
 import zipfile
 import zlib
@@ -177,6 +178,8 @@ def open_source(path: str | Path) -> Source:
         raise DataError(f"{path}: source not found")
     if zipfile.is_zipfile(path) or path.suffix.lower() == ".zip":
         return ZipSource(path)
+    if path.name.lower().endswith((".tar", ".tar.gz", ".tgz")) or tarfile.is_tarfile(path):  # fer2013.tar.gz
+        raise DataError(f"{path}: a tar archive; extract it and pass the folder (or the file in it)")
     return FileSource(path)
 
 
