@@ -182,6 +182,24 @@ def affectnet_folders(
     return files
 
 
+def affectnet_npy(per_class: tuple[int, int] = (2, 1), text_codes: bool = True) -> dict[str, bytes]:
+    """The later distribution: ``{train,val}_set/images/<id>.jpg`` + ``annotations/<id>_exp.npy`` (the code as
+    NumPy text, as that release stores it, or as an integer) and the other annotations beside it; one image
+    per split has code 9 (uncertain), which is dropped."""
+    files, n = {}, 0
+    for split, k in zip(("train_set", "val_set"), per_class, strict=True):
+        for code in [c for c in range(8) for _ in range(k)] + [9]:
+            n += 1
+            files[f"{split}/images/{n}.jpg"] = encode(image((96, 96, 3), n))
+            buf = io.BytesIO()
+            np.save(buf, np.array(str(code)) if text_codes else np.array(code))
+            files[f"{split}/annotations/{n}_exp.npy"] = buf.getvalue()
+            buf = io.BytesIO()
+            np.save(buf, np.array("0.25"))
+            files[f"{split}/annotations/{n}_val.npy"] = buf.getvalue()
+    return files
+
+
 JAFFE_CODES = {"NE": "neutral", "HA": "happiness", "SA": "sadness", "SU": "surprise", "AN": "anger",
                "DI": "disgust", "FE": "fear"}  # fmt: skip
 JAFFE_SUBJECTS = ["KA", "KL", "KM", "KR", "MK", "NA", "NM", "TM", "UY", "YM"]

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fixtures_data import (
+    affectnet_npy,
     affectnet_official,
     as_dir,
     as_zip,
@@ -78,6 +79,31 @@ def test_icml_csv_rows_with_no_or_huge_pixels_are_named(tmp_path, row):
     body[2] = row
     csv.write_text("\n".join(["emotion,Usage,pixels", *body]) + "\n")
     fails("fer2013", csv, tmp_path, r"icml_face_data\.csv line 4: pixels must be 2304 integers")
+
+
+def _npy(value) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, value)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"train_set/images/3.jpg": None}, r"images/3\.jpg: missing \(labelled in train_set/annotations/3_exp"),
+        ({"val_set/annotations/18_exp.npy": _npy(np.array("12"))}, r"18_exp\.npy: expression '12' outside 0\.\.10"),
+        ({"val_set/annotations/18_exp.npy": _npy(np.arange(2))}, r"18_exp\.npy: expression \[0, 1\] outside 0\.\.10"),
+        ({"val_set/annotations/18_exp.npy": _npy(np.array("happy"))}, r"18_exp\.npy: not a NumPy expression code"),
+    ],
+)
+def test_affectnet_npy_distribution_problems_are_named(tmp_path, change, match):
+    files = {**affectnet_npy(), **change}
+    fails("affectnet", as_dir(tmp_path / "raw", {k: v for k, v in files.items() if v is not None}), tmp_path, match)
+
+
+def test_affectnet_npy_distribution_needs_both_sets(tmp_path):
+    files = {k: v for k, v in affectnet_npy().items() if not k.startswith("val_set/annotations")}
+    fails("affectnet", as_dir(tmp_path / "raw", files), tmp_path, r"val_set/annotations: no \*_exp\.npy labels")
 
 
 def test_a_tar_archive_or_a_lone_affectnet_csv_says_what_to_pass(tmp_path):
@@ -152,7 +178,7 @@ def test_affectnet_csv_line_numbers(tmp_path, headerless):
         (
             "affectnet",
             {"train_set/images/0.jpg": b"?", "train_set/annotations/0_exp.npy": b"?"},
-            r"annotations/\*_exp\.npy distribution of AffectNet is not read; use the release's training\.csv",
+            r"train_set/annotations/0_exp\.npy: not a \.npy file",
         ),
         (
             "affectnet",

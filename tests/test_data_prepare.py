@@ -19,6 +19,7 @@ from fixtures_data import (
     JAFFE_CODES,
     RAF_LABELS,
     affectnet_folders,
+    affectnet_npy,
     affectnet_official,
     as_dir,
     as_zip,
@@ -276,6 +277,17 @@ def test_affectnet_class_folders_with_a_test_folder(tmp_path, digits):
     assert meta_labels(data)[f"test/{happy}/12.jpg"] == "happiness"
     assert data.manifest["test_is_validation"] is False
     assert not any("validation set" in note for note in data.manifest["notes"])
+
+
+@pytest.mark.parametrize("text_codes", [True, False])
+def test_affectnet_train_set_val_set_distribution(tmp_path, text_codes):
+    """train_set/ and val_set/ with images/ and annotations/*_exp.npy: val_set is the test split, code 9 dropped."""
+    data = prep("affectnet", as_dir(tmp_path / "raw", affectnet_npy(text_codes=text_codes)), tmp_path / "out")
+    check_manifest(data, "affectnet", 24, {"train": 16, "val": 0, "test": 8}, AFFECT_CODES)
+    labels = meta_labels(data)
+    assert labels["train_set/images/3.jpg"] == "happiness" and labels["val_set/images/25.jpg"] == "contempt"
+    assert "train_set/images/17.jpg" not in labels  # code 9, uncertain
+    assert data.manifest["layout"] == "official-npy" and data.manifest["test_is_validation"] is True
 
 
 def test_affectnet_class_folders_match_whatever_their_case(tmp_path):

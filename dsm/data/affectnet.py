@@ -1,4 +1,5 @@
-"""AffectNet (manually annotated part): the official CSVs + images, or a class-folder re-packaging.
+"""AffectNet (manually annotated part): the official CSVs + images, the later ``train_set``/``val_set``
+distribution (cropped faces with ``annotations/<id>_exp.npy``), or a class-folder re-packaging.
 
 AffectNet's test set is not public, so (as in the literature) its validation set is
 used as the test split; train has no validation split (the protocols carve one out).
@@ -28,7 +29,7 @@ import pandas as pd
 from dsm.data.build import Record, check_out, image_side, write_records
 from dsm.data.format import DataError
 from dsm.data.images import crop_box, decode_image, resize
-from dsm.data.sources import FileSource, Source, find_prefix, open_source, walk_class_folders
+from dsm.data.sources import FileSource, Source, find_prefix, is_image_name, open_source, stem, walk_class_folders
 from dsm.errors import one_line
 
 NAME = "affectnet"
@@ -50,9 +51,10 @@ RELEASE_COLUMNS = ["subDirectory_filePath", "face_x", "face_y", "face_width", "f
 IMAGE_DIR = "Manually_Annotated_Images/"
 TEST_NOTE = "AffectNet's test set is not public: its validation set (validation.csv or val/) is the test split"
 SPLITS_NOTE = "class folders train/, val/ and test/: the re-packaging's own splits are kept as they are"
+NPY_SPLITS = {"train_set": "train", "val_set": "test"}  # the later distribution: its validation set is the test split
 LAYOUT_HELP = (
-    "expected training.csv + validation.csv + Manually_Annotated_Images/, or class folders train/<class>/*.jpg "
-    "and val/<class>/*.jpg (and optionally test/<class>/*.jpg)"
+    "expected training.csv + validation.csv + Manually_Annotated_Images/, train_set/ and val_set/ with images/ and "
+    "annotations/*_exp.npy, or class folders train/<class>/*.jpg and val/<class>/*.jpg (and optionally test/)"
 )
 
 Row = tuple[int, str, tuple[int, int, int, int], str]  # line, image path in the CSV, face box, class
@@ -80,13 +82,10 @@ def prepare(
     with open_source(source) as src:
         records, layout, test_is_validation = _official_records(src), "official-csv", True
         if records is None:
+            records, layout = _npy_records(src), "official-npy"
+        if records is None:
             items = walk_class_folders(src, FOLDERS, SPLIT_DIRS_WITH_TEST, what="affectnet layout")
             if items is None:
-                if any(n.endswith("_exp.npy") for n in src.names):
-                    raise DataError(
-                        f"{src.path}: the annotations/*_exp.npy distribution of AffectNet is not read; "
-                        f"use the release's training.csv/validation.csv ({LAYOUT_HELP})"
-                    )
                 raise DataError(f"{src.path}: unexpected layout for affectnet: {LAYOUT_HELP}")
             test_is_validation = not any(it.split_dir == "test" for it in items)
             splits = SPLIT_DIRS if test_is_validation else SPLIT_DIRS_WITH_TEST
@@ -136,6 +135,46 @@ def _official_records(src: Source) -> list[Record] | None:
                 raise DataError(f"{src.describe(image)}: missing (listed in {name.rsplit('/', 1)[-1]} line {line})")
             records.append(Record(image, label, split, key=(image, (x, y, x + w, y + h))))
     return records
+
+
+def _npy_records(src: Source) -> list[Record] | None:
+    """The later distribution: ``train_set/`` and ``val_set/``, each with ``images/<id>.jpg`` (faces already
+    cropped) and ``annotations/<id>_exp.npy`` (the expression code, a NumPy scalar, often a string); None
+    when the source has no such annotations."""
+    prefix = find_prefix(src.names, r"(?:train_set|val_set)/annotations/[^/]+_exp\.npy")
+    if prefix is None:
+        return None
+    records = []
+    for folder, split in NPY_SPLITS.items():
+        annotations, images = f"{prefix}{folder}/annotations/", f"{prefix}{folder}/images/"
+        labels = [n for n in src.names if n.startswith(annotations) and n.endswith("_exp.npy")]
+        if not labels:
+            raise DataError(f"{src.describe(annotations)}: no *_exp.npy labels (train_set/ and val_set/ need them)")
+        by_id = {stem(n): n for n in src.names if n.startswith(images) and is_image_name(n)}
+        for name in labels:
+            ident = name[len(annotations) : -len("_exp.npy")]
+            code = _npy_code(src, name)
+            if code in DROPPED_CODES:
+                continue
+            if (image := by_id.get(ident)) is None:
+                raise DataError(f"{src.describe(images + ident + '.jpg')}: missing (labelled in {name})")
+            records.append(Record(image, CODES[code], split, key=(image, None)))
+    return records
+
+
+def _npy_code(src: Source, name: str) -> int:
+    """The expression code in an ``_exp.npy`` file: 0..10, stored as a number or as its text."""
+    data = src.read(name)
+    if not data.startswith(b"\x93NUMPY"):
+        raise DataError(f"{src.describe(name)}: not a .npy file")
+    try:
+        value = np.load(io.BytesIO(data), allow_pickle=False)
+        code = int(value.item()) if value.size == 1 else None
+    except (ValueError, TypeError, OSError, EOFError) as e:
+        raise DataError(f"{src.describe(name)}: not a NumPy expression code ({one_line(e)})") from None
+    if code is None or not 0 <= code <= 10:
+        raise DataError(f"{src.describe(name)}: expression {value.tolist()!r} outside 0..10")
+    return code
 
 
 def _image_roots(names: list[str]) -> list[str]:
