@@ -45,7 +45,9 @@ class TrainConfig:
     min_lr: float = 0.0
     label_smoothing: float = 0.0
     grad_clip: float | None = None
-    ema_decay: float | None = None  # EMA of weights, evaluated and saved when set
+    # EMA of weights, evaluated and saved when set; a cap that timm's warm-up reaches after about
+    # (1 - ema_decay) ** -1.5 steps (each epoch's record gives the decay it ended at)
+    ema_decay: float | None = None
     early_stop_patience: int | None = 30  # epochs without val-loss improvement
     # augmentation (batched, on tensors)
     hflip: bool = True

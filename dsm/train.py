@@ -330,7 +330,8 @@ class Trainer:
             lr = lr_at(cfg, self.state["step"], self.total_steps, self.steps_per_epoch)
             logits, loss = self.train_step(xb, target, lr)
             loss_sum += loss * len(idx)
-            correct += (logits.argmax(1) == y[idx]).sum()
+            # under MixUp/CutMix: against the label with the larger share of each mixed image
+            correct += (logits.argmax(1) == (target.argmax(1) if target.ndim == 2 else y[idx])).sum()
             seen += len(idx)
             if (i + 1) % CHECK_EVERY == 0 or i + 1 == self.steps_per_epoch:
                 # before any checkpoint: last.* keeps the last good epoch
@@ -340,12 +341,20 @@ class Trainer:
                         "stopped (lower the learning rate, or check the data)"
                     )
                 bar.set_postfix(loss=f"{mean:.3f}", lr=f"{lr:.2e}")
+        if self.world > 1:  # every rank's share of the epoch, not rank 0's alone
+            sums = torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(seen), device=self.device)])
+            dist.all_reduce(sums)
+            loss_sum, correct, seen = sums[0], sums[1], int(sums[2])
+            self._broadcast_buffers()
         loss_sum, correct = float(loss_sum), int(correct)
         dt, cpu = time.perf_counter() - t0, os.times()
         return {
             "train_loss": loss_sum / seen,
             "train_acc": correct / seen,
             "lr": lr,
+            # the EMA's decay at the epoch's last step: timm's warm-up grows it towards ema_decay, a cap reached
+            # only after about (1 - ema_decay) ** -1.5 steps (0.999: 31,600), longer than most CPU schedules
+            **({"ema_decay": self.ema.get_decay(self.state["step"] - 1)} if self.ema is not None else {}),
             "time_s": dt,  # wall time: a pause of the process counts
             # this process's CPU time in the loop, all threads: a pause does not count, and kernel time shows
             "cpu_user_s": cpu.user - cpu0.user,
@@ -469,9 +478,19 @@ class Trainer:
         return bool(late)
 
     @torch.no_grad()
+    def _broadcast_buffers(self) -> None:
+        """Rank 0's BatchNorm statistics (model and EMA) on every rank. DDP syncs them at the start of each
+        forward, so after an epoch's last step every rank holds its own: without this, the ranks validate
+        slightly different models and may disagree on early stopping (and then wait on each other forever)."""
+        for module in (self.model, *([self.ema.module] if self.ema is not None else [])):
+            for b in module.buffers():
+                dist.broadcast(b, 0)
+
+    @torch.no_grad()
     def _rank_divergence(self) -> float:
-        """Largest difference of any parameter between ranks (0.0 when DDP kept them in sync)."""
-        flat = torch.cat([p.detach().float().flatten() for p in self.model.parameters()])
+        """Largest difference of any parameter or floating buffer between ranks (0.0 when they are in sync)."""
+        tensors = [*self.model.parameters(), *(b for b in self.model.buffers() if b.is_floating_point())]
+        flat = torch.cat([t.detach().float().flatten() for t in tensors])
         hi, lo = flat.clone(), flat.clone()
         dist.all_reduce(hi, op=dist.ReduceOp.MAX)
         dist.all_reduce(lo, op=dist.ReduceOp.MIN)

@@ -327,6 +327,15 @@ OPTIONS = {
 }
 
 
+def test_each_epoch_records_the_ema_decay_it_reached(toy, tmp_path):
+    """ema_decay is a cap: timm's warm-up grows the decay as 1 - (1 + step) ** -2/3 towards it."""
+    run = train(_cfg(toy, tmp_path / "r", epochs=2, ema_decay=0.999), show_progress=False)
+    steps = run["data"]["split_sizes"]["train"] // run["config"]["batch_size"]  # full batches only
+    reached = [e["ema_decay"] for e in run["epochs"]]
+    assert reached == pytest.approx([1 - (n * steps - 1) ** (-2 / 3) for n in (1, 2)])
+    assert reached[0] < reached[1] < 0.999
+
+
 @pytest.mark.parametrize(("option", "value"), OPTIONS.items())
 def test_each_training_option_changes_training(toy, tmp_path, baseline_epoch, option, value):
     run = train(_cfg(toy, tmp_path / "r", epochs=1, **{option: value}), show_progress=False)
