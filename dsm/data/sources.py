@@ -114,7 +114,7 @@ class ZipSource(Source):
     ``Image/aligned.zip``), named ``where`` in messages."""
 
     def __init__(self, path: Path, data: bytes | None = None, where: str | None = None) -> None:
-        self.path, self.where = path, where or str(path)
+        self.path, self.where, self._data = path, where or str(path), data
         try:
             self.zip = zipfile.ZipFile(path if data is None else io.BytesIO(data))
         except (zipfile.BadZipFile, OSError) as e:
@@ -141,7 +141,7 @@ class ZipSource(Source):
             raise DataError(f"{self.describe(name)}: cannot read from the zip ({e})") from None
 
     def checksum(self) -> str:
-        return sha256_file(self.path)
+        return sha256_file(self.path) if self._data is None else hashlib.sha256(self._data).hexdigest()
 
     def describe(self, name: str) -> str:
         return f"{self.where}:{name}"
