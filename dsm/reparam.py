@@ -34,6 +34,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     """
     from torch.fx.experimental.optimization import fuse
 
+    model.eval()  # the untraceable one is measured as it is, in eval mode too
     try:
         return fuse(_plain_batchnorm(copy.deepcopy(model)).eval(), inplace=True)
     except Exception:  # noqa: BLE001  (an untraceable model is measured as it is; batchnorm_left tells)
